@@ -1,0 +1,66 @@
+# tmtrace: tracemalloc from outside the process, on eBPF uprobes.
+#
+#   make            build build/tmtrace
+#   make test       unit tests (also under ASan+UBSan) and the integration suite
+#   make deps       install the Debian packages the build and the tests need
+
+CC      ?= cc
+CLANG   ?= clang
+BPFTOOL ?= bpftool
+PYTHON  ?= python3
+
+BUILD   := build
+CFLAGS  ?= -O2 -g
+CFLAGS  += -Wall -Wextra -std=gnu11 -D_GNU_SOURCE -Iinclude -Isrc -Ibpf -I$(BUILD)
+LDLIBS  := -lbpf -lelf -lz -lcapstone
+
+# vmlinux.h: from the running kernel's BTF when it has one, else the committed copy.
+VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
+
+# The engine: pure userspace code, no BPF in it (usable as a library).
+ENGINE_SRCS := $(wildcard src/engine/*.c)
+# The tool: loader, probes, resolver, report.
+TOOL_SRCS   := $(filter-out src/main.c,$(wildcard src/*.c))
+
+ENGINE_OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(ENGINE_SRCS))
+TOOL_OBJS   := $(patsubst src/%.c,$(BUILD)/%.o,$(TOOL_SRCS))
+
+all: $(BUILD)/tmtrace
+
+$(BUILD)/.dirs:
+	mkdir -p $(BUILD)/engine
+	touch $@
+
+$(BUILD)/vmlinux.h: | $(BUILD)/.dirs
+	if [ -r $(VMLINUX_BTF) ] && $(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp 2>/dev/null; \
+	then mv $@.tmp $@; else rm -f $@.tmp; cp vmlinux/vmlinux.h $@; fi
+
+$(BUILD)/tmtrace.bpf.o: bpf/tmtrace.bpf.c bpf/tmtrace.h $(BUILD)/vmlinux.h | $(BUILD)/.dirs
+	$(CLANG) -O2 -g -target bpf -D__TARGET_ARCH_x86 -Wall -I$(BUILD) -Ibpf -c $< -o $@
+
+$(BUILD)/tmtrace.skel.h: $(BUILD)/tmtrace.bpf.o
+	$(BPFTOOL) gen skeleton $< name tmtrace_bpf > $@
+
+$(BUILD)/libtmtrace.a: $(ENGINE_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h src/engine/*.h include/tmtrace/*.h bpf/tmtrace.h) | $(BUILD)/.dirs
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/loader.o: $(BUILD)/tmtrace.skel.h
+
+$(BUILD)/tmtrace: $(BUILD)/main.o $(TOOL_OBJS) $(BUILD)/libtmtrace.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+include tests/unit/unit.mk
+
+deps:
+	scripts/install-deps.sh
+
+test: all unit-test unit-test-asan
+	$(PYTHON) tests/integration/run.py
+
+clean:
+	rm -rf $(BUILD)
+
+.PHONY: all deps test clean

@@ -1,0 +1,166 @@
+/* The one header shared by the BPF program and userspace: every struct that
+ * crosses the boundary, and the constants both sides must agree on. */
+#ifndef TMTRACE_SHARED_H
+#define TMTRACE_SHARED_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Deepest traceback a user may ask for (-n). tracemalloc allows 65535; the
+ * BPF walk is bounded, so tmtrace caps it. */
+#define TM_MAX_NFRAME 128
+/* Most frames walked to count total_nframe (tracemalloc caps at UINT16_MAX). */
+#define TM_MAX_WALK 1024
+/* Most thread states examined to find the caller's (all interpreters). */
+#define TM_MAX_THREAD_WALK 8192
+/* Size of the scratch window read out of a frame or a code object. */
+#define TM_FRAME_WINDOW 128
+#define TM_CODE_WINDOW 256
+
+/* What an allocator call does. */
+enum tm_call_kind {
+	TM_CALL_MALLOC = 1,
+	TM_CALL_CALLOC = 2,
+	TM_CALL_REALLOC = 3,
+	TM_CALL_FREE = 4,
+};
+
+/* Where an argument lives at a probe site: an index into struct pt_regs. */
+enum tm_reg {
+	TM_REG_NONE = 0,
+	TM_REG_DI, TM_REG_SI, TM_REG_DX, TM_REG_CX, TM_REG_R8, TM_REG_R9,
+	TM_REG_AX, TM_REG_BX, TM_REG_BP, TM_REG_R10, TM_REG_R11, TM_REG_R12,
+	TM_REG_R13, TM_REG_R14, TM_REG_R15,
+	TM_REG_COUNT,
+};
+
+/* A probe site's BPF cookie: what the call is and where its operands are.
+ *   bits  0-3  enum tm_call_kind
+ *   bits  4-7  allocator family (enum tm_family)
+ *   bits  8-15 register of operand A: malloc size, calloc nelem, realloc/free pointer
+ *   bits 16-23 register of operand B: calloc elsize, realloc size
+ */
+enum tm_family {
+	TM_FAMILY_PYMALLOC = 1, /* object and mem domains (_PyObject_*) */
+	TM_FAMILY_RAW = 2,      /* raw domain (_PyMem_Raw*) */
+};
+
+#define TM_COOKIE(kind, family, reg_a, reg_b) \
+	((__u64)(kind) | ((__u64)(family) << 4) | ((__u64)(reg_a) << 8) | ((__u64)(reg_b) << 16))
+#define TM_COOKIE_KIND(c) ((c) & 0xf)
+#define TM_COOKIE_FAMILY(c) (((c) >> 4) & 0xf)
+#define TM_COOKIE_REG_A(c) (((c) >> 8) & 0xff)
+#define TM_COOKIE_REG_B(c) (((c) >> 16) & 0xff)
+
+/* Every way an event can be lost or degraded. Shown to the user, always. */
+enum tm_lost {
+	TM_LOST_LIVE_FULL,       /* live-block map full: block not traced */
+	TM_LOST_TRACEBACK_FULL,  /* traceback map full: block traced as <unknown> */
+	TM_LOST_FRAME_UNREADABLE,/* a frame or code object could not be read */
+	TM_LOST_EVENTS,          /* ring buffer full: traceback resolved late */
+	TM_LOST_NESTING,         /* allocator calls nested deeper than tracked */
+	TM_LOST_COUNT,
+};
+
+#define TM_LOST_NAMES { "live_map_full", "traceback_map_full", \
+	"unreadable_frames", "lost_events", "nesting_overflow" }
+
+/* One Python frame as BPF captures it. The fingerprint summarizes the code
+ * object's identity (its filename, name and line-table pointers, first line
+ * and length), so that a new code object at a dead one's address is a new
+ * frame, not a stale one. */
+struct tm_raw_frame {
+	__u64 code;        /* PyCodeObject address; 0: unreadable (<unknown>) */
+	__s32 lasti;       /* instruction offset in bytes, as PyCode_Addr2Line wants it */
+	__u32 fingerprint;
+};
+
+/* The key of the traceback map. Only the first 8 + nframe_max * 16 bytes are
+ * used: userspace sets the map's key size from -n at load time. nframe == 0
+ * is the empty traceback (no Python thread state or no frame). */
+struct tm_raw_stack {
+	__u16 nframe;
+	__u16 total_nframe; /* frames on the stack, if counted, else nframe */
+	__u32 truncated;    /* 1: more frames than nframe (total not counted) */
+	struct tm_raw_frame frames[TM_MAX_NFRAME];
+};
+
+/* A live block: the value of the live map, keyed by the block's address. */
+struct tm_block {
+	__u64 size;
+	__u32 traceback_id;
+	__u32 domain;
+};
+
+/* Running totals of one traceback, indexed by traceback id. */
+struct tm_traceback_stats {
+	__s64 size;
+	__s64 count;
+};
+
+/* Ring-buffer event: a traceback BPF has not seen before, sent so userspace
+ * resolves its frames while their code objects are still alive. */
+struct tm_new_traceback {
+	__u32 id;
+	__u32 pad;
+	struct tm_raw_stack stack; /* truncated to the used length on the wire */
+};
+
+/* Per-process totals, in the BPF program's .bss (mmapped by userspace). */
+struct tm_totals {
+	__s64 current;
+	__s64 peak;
+	__u64 next_traceback_id;
+	__u64 lost[TM_LOST_COUNT];
+	__u64 allocs, frees, untracked_frees;
+};
+
+/* The code-object fingerprint, computed the same way on both sides: BPF
+ * when it captures a frame, userspace to check that the code object it
+ * resolves is still the one captured. */
+static inline __u32 tm_code_fingerprint(__u64 filename, __u64 name, __u64 linetable,
+					__u32 firstlineno, __u64 size)
+{
+	__u64 f = filename;
+
+	f ^= name * 0x9e3779b97f4a7c15ULL;
+	f ^= linetable * 0xc2b2ae3d27d4eb4fULL;
+	f ^= (__u64)firstlineno << 17;
+	f ^= size << 40;
+	return (__u32)(f ^ (f >> 32));
+}
+
+/* Structure offsets the BPF walker needs: filled from src/pyoffsets.h. */
+struct tm_py_layout {
+	__u32 frame_model;
+	__u64 runtime_addr;          /* address of _PyRuntime in the target */
+	__u32 runtime_interpreters_head;
+	__u32 interp_next;
+	__u32 interp_threads_head;
+	__u32 tstate_next;
+	__u32 tstate_thread_id;
+	__u32 tstate_frame;
+	__u32 cframe_current_frame;
+	/* frame window: read TM_FRAME_WINDOW bytes at frame + frame_window_start */
+	__u32 frame_window_start, frame_window_len;
+	__u32 frame_back, frame_code, frame_lasti, frame_owner; /* relative to the window */
+	__s32 lasti_multiplier; /* f_lasti -> bytes: 1 (3.8, 3.9) or 2 (3.10) */
+	__u32 owned_by_generator, owned_by_cstack;
+	/* code window: read TM_CODE_WINDOW bytes at code + code_window_start */
+	__u32 code_window_start, code_window_len;
+	__u32 code_size, code_filename, code_name, code_firstlineno, code_linetable;
+	__u32 code_firsttraceable; /* relative; ~0u: no incomplete-frame check */
+	__u32 code_adaptive;       /* absolute offset of the first instruction (3.11+) */
+};
+
+/* Read-only configuration, set before load. */
+struct tm_config {
+	__u32 tgid;
+	__u32 nframe;       /* frames kept per traceback, 1..TM_MAX_NFRAME */
+	__u32 count_all_frames;
+	__u32 max_tracebacks;
+	struct tm_py_layout py;
+};
+
+#endif

@@ -1,0 +1,42 @@
+/* Symbols, segments and initial data of an ELF file, read with libelf. */
+#ifndef TMTRACE_ELFFILE_H
+#define TMTRACE_ELFFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct elf_file;
+
+struct elf_section_view {
+	uint64_t vaddr;
+	uint64_t size;
+	const uint8_t *data; /* the section's bytes, owned by the elf_file */
+};
+
+int elf_file_open(const char *path, struct elf_file **out);
+void elf_file_close(struct elf_file *ef);
+
+/* Looks the name up in .symtab, then .dynsym. -ENOENT if absent. */
+int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint64_t *size);
+/* The symbol whose [value, value+size) contains vaddr (function names for --verbose). */
+const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start);
+bool elf_is_shared(const struct elf_file *ef); /* ET_DYN: addresses need the load bias */
+bool elf_has_symtab(const struct elf_file *ef);
+
+/* File offset of a virtual address in a PT_LOAD segment (uprobes take offsets). */
+int elf_vaddr_to_offset(const struct elf_file *ef, uint64_t vaddr, uint64_t *offset);
+/* Reads bytes at a virtual address from the file's initialized data. */
+int elf_read(const struct elf_file *ef, uint64_t vaddr, void *buf, size_t len);
+/* The value a pointer at vaddr has once relocated, minus the load bias:
+ * the file's contents, or the addend of its R_X86_64_RELATIVE relocation. */
+int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value);
+/* Executable sections (.text and friends), for disassembly; NULL when done. */
+int elf_exec_sections(struct elf_file *ef, struct elf_section_view *views, size_t max);
+/* Read-only data sections (.rodata). */
+int elf_rodata(struct elf_file *ef, struct elf_section_view *view);
+/* The load bias for a mapping of this file that starts at map_start with
+ * file offset map_offset. */
+uint64_t elf_load_bias(const struct elf_file *ef, uint64_t map_start, uint64_t map_offset);
+
+#endif

@@ -1,0 +1,130 @@
+/* Snapshot storage: interned strings and tracebacks, and the traces. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tmtrace/engine.h"
+#include "snapshot_impl.h"
+
+struct tm_snapshot *tm_snapshot_new(unsigned traceback_limit)
+{
+	struct tm_snapshot *s = calloc(1, sizeof(*s));
+
+	if (s)
+		s->traceback_limit = traceback_limit;
+	return s;
+}
+
+void tm_snapshot_free(struct tm_snapshot *s)
+{
+	if (!s)
+		return;
+	hashset_free(&s->strings);
+	hashset_free(&s->tracebacks);
+	arena_free(&s->arena);
+	free(s->traces);
+	free(s);
+}
+
+unsigned tm_snapshot_traceback_limit(const struct tm_snapshot *s)
+{
+	return s->traceback_limit;
+}
+
+static bool string_eq(const void *entry, const void *probe)
+{
+	return strcmp(entry, probe) == 0;
+}
+
+const char *tm_snapshot_intern(struct tm_snapshot *s, const char *str)
+{
+	size_t len = strlen(str);
+	uint64_t h = hash_bytes(str, len);
+	char *found = hashset_find(&s->strings, h, str, string_eq);
+
+	if (found)
+		return found;
+	found = arena_strdup(&s->arena, str, len);
+	if (!found || hashset_add(&s->strings, h, found))
+		return NULL;
+	return found;
+}
+
+uint64_t tm_traceback_hash(const struct tm_frame *frames, uint32_t nframe, uint32_t total_nframe)
+{
+	uint64_t h = hash_mix(nframe, total_nframe);
+
+	for (uint32_t i = 0; i < nframe; i++)
+		h = hash_mix(hash_mix(h, (uintptr_t)frames[i].filename), frames[i].lineno);
+	return h;
+}
+
+struct traceback_probe {
+	const struct tm_frame *frames;
+	uint32_t nframe, total_nframe;
+};
+
+static bool traceback_eq(const void *entry, const void *probe)
+{
+	const struct tm_traceback *tb = entry;
+	const struct traceback_probe *p = probe;
+
+	if (tb->nframe != p->nframe || tb->total_nframe != p->total_nframe)
+		return false;
+	for (uint32_t i = 0; i < tb->nframe; i++)
+		if (tb->frames[i].filename != p->frames[i].filename ||
+		    tb->frames[i].lineno != p->frames[i].lineno)
+			return false;
+	return true;
+}
+
+const struct tm_traceback *tm_intern_traceback(struct hashset *set, struct arena *arena,
+					       const struct tm_frame *frames, uint32_t nframe,
+					       uint32_t total_nframe)
+{
+	struct traceback_probe probe = { frames, nframe, total_nframe };
+	uint64_t h = tm_traceback_hash(frames, nframe, total_nframe);
+	struct tm_traceback *tb = hashset_find(set, h, &probe, traceback_eq);
+
+	if (tb)
+		return tb;
+	tb = arena_alloc(arena, sizeof(*tb) + nframe * sizeof(tb->frames[0]));
+	if (!tb)
+		return NULL;
+	tb->nframe = nframe;
+	tb->total_nframe = total_nframe;
+	memcpy(tb->frames, frames, nframe * sizeof(tb->frames[0]));
+	if (hashset_add(set, h, tb))
+		return NULL;
+	return tb;
+}
+
+const struct tm_traceback *tm_snapshot_traceback(struct tm_snapshot *s, const struct tm_frame *frames,
+						 uint32_t nframe, uint32_t total_nframe)
+{
+	return tm_intern_traceback(&s->tracebacks, &s->arena, frames, nframe, total_nframe);
+}
+
+int tm_snapshot_add_trace(struct tm_snapshot *s, const struct tm_trace *trace)
+{
+	if (s->ntraces == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 1024;
+		struct tm_trace *grown = realloc(s->traces, cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		s->traces = grown;
+		s->cap = cap;
+	}
+	s->traces[s->ntraces++] = *trace;
+	return 0;
+}
+
+size_t tm_snapshot_trace_count(const struct tm_snapshot *s)
+{
+	return s->ntraces;
+}
+
+const struct tm_trace *tm_snapshot_traces(const struct tm_snapshot *s)
+{
+	return s->traces;
+}

@@ -1,0 +1,23 @@
+/* The engine's internals, shared by its files (not part of the API). */
+#ifndef TMTRACE_SNAPSHOT_IMPL_H
+#define TMTRACE_SNAPSHOT_IMPL_H
+
+#include "tmtrace/engine.h"
+#include "arena.h"
+#include "hashset.h"
+
+struct tm_snapshot {
+	unsigned traceback_limit;
+	struct arena arena;        /* strings and tracebacks */
+	struct hashset strings;
+	struct hashset tracebacks;
+	struct tm_trace *traces;
+	size_t ntraces, cap;
+};
+
+uint64_t tm_traceback_hash(const struct tm_frame *frames, uint32_t nframe, uint32_t total_nframe);
+const struct tm_traceback *tm_intern_traceback(struct hashset *set, struct arena *arena,
+					       const struct tm_frame *frames, uint32_t nframe,
+					       uint32_t total_nframe);
+
+#endif

@@ -1,0 +1,50 @@
+/* The BPF side's lifecycle: configure, load, attach every probe site, arm;
+ * then read the maps. */
+#ifndef TMTRACE_LOADER_H
+#define TMTRACE_LOADER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "allocsites.h"
+#include "pytarget.h"
+#include "tmtrace.h"
+
+struct loader;
+
+struct loader_options {
+	uint32_t nframe;
+	uint64_t max_blocks;
+	uint32_t max_tracebacks;
+	bool count_all_frames;
+};
+
+/* Opens, configures and loads the BPF object for this target. */
+int loader_open(const struct py_target *t, const struct loader_options *opt, struct loader **out,
+		char *why, size_t whylen);
+/* Attaches all sites (entry, and return where needed); all or nothing. */
+int loader_attach(struct loader *l, const struct probe_site *sites, int nsites, char *why, size_t whylen);
+void loader_set_attach_path(struct loader *l, const char *path);
+/* Starts recording. */
+void loader_arm(struct loader *l);
+void loader_close(struct loader *l);
+
+int loader_probe_count(const struct loader *l);
+/* Kernel memory the maps take, estimated from their sizes (bytes). */
+uint64_t loader_map_memory(const struct loader *l);
+
+const struct tm_totals *loader_totals(const struct loader *l);
+/* {size, count} of traceback id (mmapped array); NULL past the end. */
+const struct tm_traceback_stats *loader_traceback_stats(const struct loader *l, uint32_t id);
+uint32_t loader_traceback_limit(const struct loader *l);
+
+/* The ring buffer of new tracebacks: fd to poll, and consume. */
+typedef int (*loader_traceback_fn)(void *ctx, uint32_t id, const struct tm_raw_stack *stack);
+int loader_events_fd(const struct loader *l);
+int loader_consume(struct loader *l, loader_traceback_fn fn, void *ctx);
+/* Walks the traceback map, for ids whose event was lost. */
+int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
+/* Every live block, for snapshots with addresses. */
+typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
+int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
+
+#endif

@@ -1,0 +1,198 @@
+/* tmtrace: CPython's tracemalloc, from outside the process.
+ * Command-line parsing; everything else lives in session.c and below. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "session.h"
+#include "tmtrace.h"
+
+#define TMTRACE_VERSION "0.1.0"
+
+static const char usage_text[] =
+	"Usage: tmtrace -p PID [options]\n"
+	"\n"
+	"Attach to a running CPython process (3.8-3.13) and show, every few seconds,\n"
+	"the lines that hold the most live memory, exactly as tracemalloc counts it.\n"
+	"Nothing is injected into the process: BPF uprobes watch its allocators.\n"
+	"\n"
+	"  -p, --pid PID          process to trace (required)\n"
+	"  -i, --interval SECS    seconds between reports (default 5)\n"
+	"  -t, --top N            statistics per report (default 10; 0: all)\n"
+	"      --count N          stop after N reports\n"
+	"  -d, --duration SECS    stop after SECS seconds\n"
+	"  -n, --nframe N         frames kept per traceback, 1-%d (default 1, as\n"
+	"                         PYTHONTRACEMALLOC=1)\n"
+	"  -k, --key-type KEY     group by lineno (default), filename or traceback\n"
+	"      --format FMT       text (default) or json (one object per line)\n"
+	"      --max-blocks N     live blocks tracked at once (default 1048576); the\n"
+	"                         kernel memory this costs is printed at attach time\n"
+	"      --max-tracebacks N distinct tracebacks kept (default 65536)\n"
+	"      --total-nframe     walk whole stacks to count total_nframe exactly\n"
+	"                         (slower on deep stacks)\n"
+	"  -v, --verbose          list every probe site at attach time\n"
+	"  -h, --help             this help\n"
+	"      --version          print the version\n"
+	"\n"
+	"SIGINT or SIGTERM detaches and exits 0; the process keeps running unchanged.\n"
+	"Exit status: 0 on success, 1 on errors, 2 on usage errors.\n";
+
+enum {
+	OPT_COUNT = 1000,
+	OPT_FORMAT,
+	OPT_MAX_BLOCKS,
+	OPT_MAX_TRACEBACKS,
+	OPT_TOTAL_NFRAME,
+	OPT_VERSION,
+};
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "tmtrace: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (see tmtrace --help)\n");
+	return 2;
+}
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0) || v > 1e7)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "pid", required_argument, NULL, 'p' },
+		{ "interval", required_argument, NULL, 'i' },
+		{ "top", required_argument, NULL, 't' },
+		{ "count", required_argument, NULL, OPT_COUNT },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "nframe", required_argument, NULL, 'n' },
+		{ "key-type", required_argument, NULL, 'k' },
+		{ "format", required_argument, NULL, OPT_FORMAT },
+		{ "max-blocks", required_argument, NULL, OPT_MAX_BLOCKS },
+		{ "max-tracebacks", required_argument, NULL, OPT_MAX_TRACEBACKS },
+		{ "total-nframe", no_argument, NULL, OPT_TOTAL_NFRAME },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session_options opt = {
+		.interval = 5,
+		.top = 10,
+		.nframe = 1,
+		.format = REPORT_TEXT,
+		.key = TM_KEY_LINENO,
+		.max_blocks = 1 << 20,
+		.max_tracebacks = 1 << 16,
+	};
+	long v;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":p:i:t:d:n:k:vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (parse_long(optarg, 1, INT_MAX, &v))
+				return usage_error("invalid pid: '%s'", optarg);
+			opt.pid = (pid_t)v;
+			break;
+		case 'i':
+			if (parse_seconds(optarg, &opt.interval))
+				return usage_error("invalid interval: '%s' (seconds, > 0)", optarg);
+			break;
+		case 't':
+			if (parse_long(optarg, 0, INT_MAX, &v))
+				return usage_error("invalid --top: '%s'", optarg);
+			opt.top = (unsigned)v;
+			break;
+		case OPT_COUNT:
+			if (parse_long(optarg, 1, LONG_MAX, &v))
+				return usage_error("invalid --count: '%s'", optarg);
+			opt.count = v;
+			break;
+		case 'd':
+			if (parse_seconds(optarg, &opt.duration))
+				return usage_error("invalid duration: '%s' (seconds, > 0)", optarg);
+			break;
+		case 'n':
+			if (parse_long(optarg, 1, TM_MAX_NFRAME, &v))
+				return usage_error("invalid --nframe: '%s' (1 to " "128" ")", optarg);
+			opt.nframe = (unsigned)v;
+			break;
+		case 'k':
+			if (!strcmp(optarg, "lineno"))
+				opt.key = TM_KEY_LINENO;
+			else if (!strcmp(optarg, "filename"))
+				opt.key = TM_KEY_FILENAME;
+			else if (!strcmp(optarg, "traceback"))
+				opt.key = TM_KEY_TRACEBACK;
+			else
+				return usage_error("invalid key type: '%s' (lineno, filename or traceback)", optarg);
+			break;
+		case OPT_FORMAT:
+			if (!strcmp(optarg, "text"))
+				opt.format = REPORT_TEXT;
+			else if (!strcmp(optarg, "json"))
+				opt.format = REPORT_JSON;
+			else
+				return usage_error("invalid format: '%s' (text or json)", optarg);
+			break;
+		case OPT_MAX_BLOCKS:
+			if (parse_long(optarg, 1024, 1L << 28, &v))
+				return usage_error("invalid --max-blocks: '%s' (1024 to 268435456)", optarg);
+			opt.max_blocks = (uint64_t)v;
+			break;
+		case OPT_MAX_TRACEBACKS:
+			if (parse_long(optarg, 1024, 1L << 24, &v))
+				return usage_error("invalid --max-tracebacks: '%s' (1024 to 16777216)", optarg);
+			opt.max_tracebacks = (uint32_t)v;
+			break;
+		case OPT_TOTAL_NFRAME:
+			opt.count_all_frames = true;
+			break;
+		case 'v':
+			opt.verbose = true;
+			break;
+		case 'h':
+			printf(usage_text, TM_MAX_NFRAME);
+			return 0;
+		case OPT_VERSION:
+			printf("tmtrace %s\n", TMTRACE_VERSION);
+			return 0;
+		case ':':
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (!opt.pid)
+		return usage_error("%s", "no process given: -p PID is required");
+	return session_run(&opt);
+}

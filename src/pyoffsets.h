@@ -1,0 +1,70 @@
+/* Structure offsets of one CPython minor version, as the BPF program and the
+ * resolver need them. Generated from each version's internal headers by
+ * scripts/gen-pyoffsets.py into src/pyoffsets_table.c; never edited by hand.
+ * A field that does not exist in a version is PYOFF_NONE. */
+#ifndef TMTRACE_PYOFFSETS_H
+#define TMTRACE_PYOFFSETS_H
+
+#include <stdint.h>
+
+#define PYOFF_NONE 0xffffffffu
+
+enum py_frame_model {
+	PY_FRAMES_FRAMEOBJECT = 1, /* 3.8-3.10: tstate->frame, PyFrameObject chain */
+	PY_FRAMES_CFRAME = 2,      /* 3.11-3.12: tstate->cframe->current_frame, _PyInterpreterFrame */
+	PY_FRAMES_TSTATE = 3,      /* 3.13: tstate->current_frame, _PyInterpreterFrame */
+};
+
+struct py_offsets {
+	int major, minor;
+	enum py_frame_model frame_model;
+
+	/* _PyRuntimeState */
+	uint32_t runtime_interpreters_head;
+	/* PyInterpreterState */
+	uint32_t interp_next;
+	uint32_t interp_threads_head;
+	/* PyThreadState */
+	uint32_t tstate_next;
+	uint32_t tstate_interp;
+	uint32_t tstate_thread_id;        /* unsigned long, pthread_self() */
+	uint32_t tstate_native_thread_id; /* 3.11+ */
+	uint32_t tstate_frame;            /* frame (3.8-3.10), cframe (3.11-3.12), current_frame (3.13) */
+	/* _PyCFrame (3.11-3.12) */
+	uint32_t cframe_current_frame;
+	/* PyFrameObject (3.8-3.10) or _PyInterpreterFrame (3.11+) */
+	uint32_t frame_back;   /* f_back / previous */
+	uint32_t frame_code;   /* f_code / f_executable */
+	uint32_t frame_lasti;  /* int f_lasti (3.8-3.10), prev_instr (3.11-3.12), instr_ptr (3.13) */
+	uint32_t frame_owner;  /* char owner (3.11+) */
+	uint32_t frame_owned_by_generator; /* value of FRAME_OWNED_BY_GENERATOR (3.11+) */
+	uint32_t frame_owned_by_cstack;    /* value of FRAME_OWNED_BY_CSTACK (3.12+) */
+	/* PyCodeObject */
+	uint32_t code_filename;
+	uint32_t code_name;
+	uint32_t code_qualname;       /* 3.11+ */
+	uint32_t code_firstlineno;
+	uint32_t code_linetable;      /* co_lnotab (3.8-3.9), co_linetable (3.10+) */
+	uint32_t code_code;           /* co_code bytes (3.8-3.10) */
+	uint32_t code_adaptive;       /* co_code_adaptive (3.11+) */
+	uint32_t code_firsttraceable; /* _co_firsttraceable (3.11+) */
+	/* PyObject / PyVarObject / PyBytesObject */
+	uint32_t object_type;
+	uint32_t varobject_size;
+	uint32_t bytes_sval;
+	/* PyUnicodeObject */
+	uint32_t unicode_length;
+	uint32_t unicode_state;        /* byte offset of the state bitfield */
+	uint32_t unicode_ascii_size;   /* sizeof(PyASCIIObject): compact ASCII data */
+	uint32_t unicode_compact_size; /* sizeof(PyCompactUnicodeObject): compact data */
+	uint32_t unicode_data_any;     /* PyUnicodeObject.data.any (legacy strings) */
+	/* bit positions inside the 32-bit state word */
+	uint8_t state_kind_shift, state_kind_bits;
+	uint8_t state_compact_bit, state_ascii_bit;
+	uint8_t state_ready_bit; /* 0xff where strings are always ready (3.12+) */
+};
+
+/* The table for every supported minor version, or NULL. */
+const struct py_offsets *py_offsets_for(int major, int minor);
+
+#endif

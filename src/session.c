@@ -1,0 +1,374 @@
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "allocsites.h"
+#include "loader.h"
+#include "pytarget.h"
+#include "resolver.h"
+#include "session.h"
+#include "syscheck.h"
+
+struct session {
+	const struct session_options *opt;
+	struct py_target target;
+	struct alloc_function functions[ALLOC_MAX_FUNCTIONS];
+	int nfunctions;
+	unsigned inlined[ALLOC_MAX_FUNCTIONS];
+	struct probe_site sites[ALLOC_MAX_FUNCTIONS];
+	int nsites;
+	struct loader *loader;
+	struct resolver *resolver;
+	struct srcline_cache *sources;
+	char why[1024];
+};
+
+static double now_monotonic(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double now_real(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int fail(struct session *s, int err)
+{
+	fprintf(stderr, "tmtrace: %s\n", s->why[0] ? s->why : strerror(-err));
+	return 1;
+}
+
+static int find_sites(struct session *s)
+{
+	struct py_target *t = &s->target;
+	int err = alloc_functions_find(t->elf, t->pid, t->bias, s->functions, ALLOC_MAX_FUNCTIONS,
+				       &s->nfunctions);
+
+	if (err) {
+		snprintf(s->why, sizeof(s->why), "cannot find CPython's allocator functions in %s: %s",
+			 t->binary, strerror(-err));
+		return err;
+	}
+	for (int i = 0; i < s->nfunctions; i++) {
+		err = alloc_site_choose(t->elf, &s->functions[i], &s->sites[i]);
+		if (err) {
+			snprintf(s->why, sizeof(s->why), "cannot choose a probe site in %s: %s",
+				 s->functions[i].name, strerror(-err));
+			return err;
+		}
+	}
+	s->nsites = s->nfunctions;
+	return alloc_count_inlined(t->elf, s->functions, s->nfunctions, s->inlined);
+}
+
+static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *stack)
+{
+	struct session *s = ctx;
+
+	return resolver_add(s->resolver, id, stack) == -ENOMEM ? -ENOMEM : 0;
+}
+
+static void print_attach_notes(struct session *s)
+{
+	char size[32];
+	unsigned total_inlined = 0;
+	int stepped = 0;
+
+	fprintf(stderr, "tmtrace: live-block capacity %" PRIu64 " blocks, %u tracebacks: about %s of kernel memory\n",
+		s->opt->max_blocks, s->opt->max_tracebacks,
+		tm_format_size(size, sizeof(size), (double)loader_map_memory(s->loader), false));
+	for (int i = 0; i < s->nsites; i++) {
+		const struct probe_site *p = &s->sites[i];
+
+		stepped += !p->emulated;
+		if (s->opt->verbose || !p->emulated)
+			fprintf(stderr, "tmtrace: %s probe %s+0x%x (%s)%s%s\n",
+				p->emulated ? "" : "warning:", p->function->name, p->offset_in_function,
+				p->insn, p->retprobe ? ", with uretprobe" : "",
+				p->emulated ? "" : ": single-stepped by the kernel, about 10 us per call");
+		if (p->function->hooked)
+			fprintf(stderr, "tmtrace: warning: %s is hooked in the target (tracemalloc or "
+				"PYTHONMALLOC=debug is active); figures may include the hook's own allocations\n",
+				p->function->wrapper);
+	}
+	(void)stepped;
+	for (int i = 0; i < s->nfunctions; i++)
+		total_inlined += s->inlined[i];
+	if (total_inlined) {
+		char list[512] = "";
+		size_t used = 0;
+
+		for (int i = 0; i < s->nfunctions && used < sizeof(list); i++)
+			if (s->inlined[i])
+				used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s: %u",
+							 used ? ", " : "", s->functions[i].name, s->inlined[i]);
+		fprintf(stderr, "tmtrace: WARNING: this CPython build inlines its allocators (PGO): found %u "
+			"inlined copies (%s) that tmtrace does not probe; allocations through them are NOT "
+			"seen, so the figures below miss most of the process's memory\n",
+			total_inlined, list);
+	}
+}
+
+/* An aggregated snapshot: one trace per BPF traceback, from the running
+ * per-traceback totals (no walk over live blocks needed). */
+static int build_snapshot(struct session *s, struct tm_snapshot **out)
+{
+	const struct tm_totals *tot = loader_totals(s->loader);
+	uint32_t limit = loader_traceback_limit(s->loader);
+	uint64_t next = __atomic_load_n(&tot->next_traceback_id, __ATOMIC_RELAXED) + 1;
+	struct tm_snapshot *snap = tm_snapshot_new(s->opt->nframe);
+	struct tm_frame frames[TM_MAX_NFRAME];
+	bool recovered = false;
+	int err = 0;
+
+	if (!snap)
+		return -ENOMEM;
+	if (next > limit)
+		next = limit;
+	for (uint32_t id = 0; id < next && !err; id++) {
+		const struct tm_traceback_stats *st = loader_traceback_stats(s->loader, id);
+		const struct resolved_traceback *rtb;
+		struct tm_trace trace = { 0 };
+		int64_t size, count;
+
+		if (!st)
+			break;
+		size = __atomic_load_n(&st->size, __ATOMIC_RELAXED);
+		count = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
+		if (count <= 0)
+			continue;
+		rtb = resolver_get(s->resolver, id);
+		if (!rtb && id && !recovered) {
+			/* its ring-buffer event was lost: the map still has it */
+			loader_each_traceback(s->loader, on_new_traceback, s);
+			recovered = true;
+			rtb = resolver_get(s->resolver, id);
+		}
+		if (rtb) {
+			for (uint32_t i = 0; i < rtb->nframe; i++) {
+				frames[i].filename = tm_snapshot_intern(snap, rtb->frames[i].filename);
+				frames[i].lineno = rtb->frames[i].lineno;
+			}
+			trace.traceback = tm_snapshot_traceback(snap, frames, rtb->nframe, rtb->total_nframe);
+		} else {
+			frames[0] = (struct tm_frame){ tm_snapshot_intern(snap, "<unknown>"), 0 };
+			trace.traceback = tm_snapshot_traceback(snap, frames, 1, 1);
+		}
+		if (!trace.traceback) {
+			err = -ENOMEM;
+			break;
+		}
+		trace.size = (uint64_t)size;
+		trace.count = (uint64_t)count;
+		err = tm_snapshot_add_trace(snap, &trace);
+	}
+	if (err) {
+		tm_snapshot_free(snap);
+		return err;
+	}
+	*out = snap;
+	return 0;
+}
+
+static int print_report(struct session *s)
+{
+	static const char *names[] = TM_LOST_NAMES;
+	const struct tm_totals *tot = loader_totals(s->loader);
+	struct lost_counter lost[TM_LOST_COUNT + 1];
+	struct tm_statistics stats;
+	struct tm_snapshot *snap;
+	struct report r = { 0 };
+	int err = build_snapshot(s, &snap);
+
+	if (err)
+		return err;
+	err = tm_snapshot_statistics(snap, s->opt->key, false, &stats);
+	if (err) {
+		tm_snapshot_free(snap);
+		return err;
+	}
+	for (int i = 0; i < TM_LOST_COUNT; i++)
+		lost[i] = (struct lost_counter){ names[i], __atomic_load_n(&tot->lost[i], __ATOMIC_RELAXED) };
+	lost[TM_LOST_COUNT] = (struct lost_counter){ "unresolved_frames", resolver_unresolved(s->resolver) };
+	r.out = stdout;
+	r.format = s->opt->format;
+	r.pid = s->target.pid;
+	r.python_version = s->target.version;
+	r.top = s->opt->top;
+	r.key = s->opt->key;
+	r.sources = s->sources;
+	r.time = now_real();
+	r.current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
+	r.peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+	r.stats = &stats;
+	r.lost = lost;
+	r.nlost = TM_LOST_COUNT + 1;
+	srcline_refresh(s->sources);
+	report_print(&r);
+	tm_statistics_free(&stats);
+	tm_snapshot_free(snap);
+	return 0;
+}
+
+static int open_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGPIPE);
+	if (sigprocmask(SIG_BLOCK, set, NULL))
+		return -errno;
+	return signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+enum { EV_RING = 1, EV_SIGNAL, EV_TARGET };
+
+static int watch(int ep, int fd, int what)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)what };
+
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+static int event_loop(struct session *s)
+{
+	const struct session_options *opt = s->opt;
+	double start = now_monotonic(), next_report = start + opt->interval;
+	sigset_t set;
+	int sfd = open_signals(&set);
+	int pidfd = (int)syscall(SYS_pidfd_open, s->target.pid, 0);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	long reports = 0;
+	int err = 0;
+
+	if (sfd < 0 || ep < 0) {
+		snprintf(s->why, sizeof(s->why), "cannot set up the event loop: %s", strerror(errno));
+		return -errno;
+	}
+	loader_consume(s->loader, on_new_traceback, s);
+	if (watch(ep, loader_events_fd(s->loader), EV_RING) || watch(ep, sfd, EV_SIGNAL) ||
+	    (pidfd >= 0 && watch(ep, pidfd, EV_TARGET))) {
+		snprintf(s->why, sizeof(s->why), "cannot set up the event loop: %s", strerror(errno));
+		return -errno;
+	}
+	for (;;) {
+		double now = now_monotonic(), until = next_report;
+		struct epoll_event evs[4];
+		int n, timeout_ms;
+
+		if (opt->duration > 0 && start + opt->duration < until)
+			until = start + opt->duration;
+		timeout_ms = until > now ? (int)((until - now) * 1000) + 1 : 0;
+		n = epoll_wait(ep, evs, 4, timeout_ms);
+		if (n < 0 && errno != EINTR) {
+			err = -errno;
+			break;
+		}
+		for (int i = 0; i < n; i++) {
+			if (evs[i].data.u32 == EV_RING) {
+				err = loader_consume(s->loader, on_new_traceback, s);
+				if (err < 0)
+					goto out;
+				err = 0;
+			} else if (evs[i].data.u32 == EV_SIGNAL) {
+				struct signalfd_siginfo si;
+
+				if (read(sfd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGPIPE)
+					goto out; /* detach */
+			} else if (evs[i].data.u32 == EV_TARGET) {
+				fprintf(stderr, "tmtrace: process %d exited\n", (int)s->target.pid);
+				goto out;
+			}
+		}
+		now = now_monotonic();
+		if (now >= next_report) {
+			loader_consume(s->loader, on_new_traceback, s);
+			err = print_report(s);
+			if (err)
+				break;
+			reports++;
+			next_report += opt->interval;
+			if (next_report < now)
+				next_report = now + opt->interval;
+			if (opt->count && reports >= opt->count)
+				break;
+		}
+		if (opt->duration > 0 && now >= start + opt->duration)
+			break;
+	}
+out:
+	if (err)
+		snprintf(s->why, sizeof(s->why), "%s", strerror(-err));
+	close(ep);
+	close(sfd);
+	if (pidfd >= 0)
+		close(pidfd);
+	return err;
+}
+
+int session_run(const struct session_options *opt)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	struct loader_options lopt = {
+		.nframe = opt->nframe,
+		.max_blocks = opt->max_blocks,
+		.max_tracebacks = opt->max_tracebacks,
+		.count_all_frames = opt->count_all_frames,
+	};
+	int err, code = 1;
+
+	if (!s) {
+		fprintf(stderr, "tmtrace: out of memory\n");
+		return 1;
+	}
+	s->opt = opt;
+	if ((err = syscheck_capabilities(s->why, sizeof(s->why))) ||
+	    (err = syscheck_kernel(s->why, sizeof(s->why))) ||
+	    (err = py_target_open(opt->pid, &s->target, s->why, sizeof(s->why)))) {
+		code = fail(s, err);
+		free(s);
+		return code;
+	}
+	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
+	    (err = find_sites(s)) ||
+	    (err = resolver_new(&s->target, &s->resolver)) ||
+	    (err = loader_open(&s->target, &lopt, &s->loader, s->why, sizeof(s->why)))) {
+		code = fail(s, err);
+		goto out;
+	}
+	loader_set_attach_path(s->loader, s->target.open_path);
+	err = loader_attach(s->loader, s->sites, s->nsites, s->why, sizeof(s->why));
+	if (err) {
+		code = fail(s, err);
+		goto out;
+	}
+	loader_arm(s->loader);
+	s->sources = srcline_new(opt->pid);
+	fprintf(stderr, "tmtrace: attached to %d: CPython %s (%s), %d probes\n", (int)opt->pid,
+		s->target.version, s->target.binary, loader_probe_count(s->loader));
+	print_attach_notes(s);
+	err = event_loop(s);
+	code = err ? fail(s, err) : 0;
+out:
+	loader_close(s->loader);
+	resolver_free(s->resolver);
+	srcline_free(s->sources);
+	py_target_close(&s->target);
+	free(s);
+	return code;
+}
