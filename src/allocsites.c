@@ -253,23 +253,50 @@ int alloc_site_choose(struct elf_file *ef, const struct alloc_function *fn, stru
 	return elf_vaddr_to_offset(ef, site->vaddr, &site->file_offset);
 }
 
-/* A guard compares the allocator pointer with the default function: `cmp
+/* Does straight-line code at `addr` call or jump through `reg` within a few
+ * instructions? That is the not-inlined path of a guard. */
+static bool calls_through(csh cs, const struct elf_section_view *views, int nviews, uint64_t addr,
+			  enum tm_reg reg, cs_insn *insn)
+{
+	for (int v = 0; v < nviews; v++) {
+		if (addr < views[v].vaddr || addr >= views[v].vaddr + views[v].size)
+			continue;
+		const uint8_t *p = views[v].data + (addr - views[v].vaddr);
+		size_t left = views[v].size - (addr - views[v].vaddr);
+
+		for (int i = 0; i < 12 && cs_disasm_iter(cs, &p, &left, &addr, insn); i++) {
+			const cs_x86 *x = &insn->detail->x86;
+
+			if ((insn->id == X86_INS_CALL || insn->id == X86_INS_JMP) && x->op_count == 1 &&
+			    x->operands[0].type == X86_OP_REG)
+				return x86_gpr(x->operands[0].reg) == reg;
+			if (insn->id == X86_INS_RET || insn->id == X86_INS_JMP)
+				return false;
+		}
+	}
+	return false;
+}
+
+/* A guard compares the allocator pointer with the default function (`cmp
  * $fn,%reg` in a non-PIE binary, `lea fn(%rip),%r1; cmp %r1,%r2` in a PIE
- * one. A bare lea of the function (installing the default allocators) is
- * not a guard. */
+ * one) and branches: one way runs the inlined copy, the other calls
+ * through the pointer. Code that only compares (allocator introspection,
+ * installing defaults) is not a guard. */
 int alloc_count_inlined(struct elf_file *ef, const struct alloc_function *fns, int n,
 			unsigned *counts)
 {
 	struct elf_section_view views[16];
 	int nviews = elf_exec_sections(ef, views, 16);
 	uint64_t lea_target[TM_REG_COUNT];
-	cs_insn *insn;
+	cs_insn *insn, *next, *probe;
 	csh cs;
 
 	memset(counts, 0, sizeof(*counts) * (size_t)n);
 	if (x86_open(&cs))
 		return -EINVAL;
 	insn = cs_malloc(cs);
+	next = cs_malloc(cs);
+	probe = cs_malloc(cs);
 	for (int v = 0; v < nviews; v++) {
 		const uint8_t *p = views[v].data;
 		size_t left = views[v].size;
@@ -284,6 +311,7 @@ int alloc_count_inlined(struct elf_file *ef, const struct alloc_function *fns, i
 			}
 			const cs_x86 *x = &insn->detail->x86;
 			uint64_t target = 0;
+			enum tm_reg pointer = TM_REG_NONE;
 
 			if (insn->id == X86_INS_LEA && x->op_count == 2 && x->operands[0].type == X86_OP_REG) {
 				uint64_t t = 0;
@@ -296,21 +324,45 @@ int alloc_count_inlined(struct elf_file *ef, const struct alloc_function *fns, i
 				memset(lea_target, 0, sizeof(lea_target));
 				continue;
 			}
-			if (insn->id != X86_INS_CMP || x->op_count != 2)
+			if (insn->id != X86_INS_CMP || x->op_count != 2 || x->operands[0].type != X86_OP_REG)
 				continue;
-			if (x->operands[1].type == X86_OP_IMM)
+			if (x->operands[1].type == X86_OP_IMM) {
 				target = (uint64_t)x->operands[1].imm;
-			for (int o = 0; o < 2 && !target; o++)
-				if (x->operands[o].type == X86_OP_REG)
-					target = lea_target[x86_gpr(x->operands[o].reg)];
-			if (!target)
+				pointer = x86_gpr(x->operands[0].reg);
+			} else if (x->operands[1].type == X86_OP_REG) {
+				enum tm_reg r0 = x86_gpr(x->operands[0].reg), r1 = x86_gpr(x->operands[1].reg);
+
+				if (lea_target[r1])
+					target = lea_target[r1], pointer = r0;
+				else if (lea_target[r0])
+					target = lea_target[r0], pointer = r1;
+			}
+			if (!target || pointer == TM_REG_NONE)
 				continue;
+			int match = -1;
 			for (int i = 0; i < n; i++)
 				if (fns[i].vaddr == target)
-					counts[i]++;
+					match = i;
+			if (match < 0)
+				continue;
+			/* the next instruction branches; either way may call */
+			const uint8_t *q = p;
+			size_t qleft = left;
+			uint64_t qaddr = addr;
+
+			if (!cs_disasm_iter(cs, &q, &qleft, &qaddr, next) || next->id == X86_INS_JMP ||
+			    !x86_is_branch(next) || next->detail->x86.op_count != 1 ||
+			    next->detail->x86.operands[0].type != X86_OP_IMM)
+				continue;
+			if (calls_through(cs, views, nviews, qaddr, pointer, probe) ||
+			    calls_through(cs, views, nviews, (uint64_t)next->detail->x86.operands[0].imm,
+					  pointer, probe))
+				counts[match]++;
 		}
 	}
 	cs_free(insn, 1);
+	cs_free(next, 1);
+	cs_free(probe, 1);
 	cs_close(&cs);
 	return 0;
 }

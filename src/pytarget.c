@@ -168,15 +168,22 @@ int py_target_open(pid_t pid, struct py_target *t, char *why, size_t whylen)
 		for (size_t i = 0; i < t->maps.count && !py; i++)
 			if (t->maps.maps[i].path && looks_like_python(t->maps.maps[i].path))
 				py = &t->maps.maps[i];
-		if (py && strstr(py->path, "python2"))
-			snprintf(why, whylen, "process %d runs Python 2 (%s): not supported, tmtrace needs CPython 3.8 to 3.13",
-				 (int)pid, py->path);
-		else if (py)
-			snprintf(why, whylen, "process %d maps %s but no CPython runtime (_PyRuntime) was found in it: "
-				 "unsupported Python version or build", (int)pid, py->path);
-		else
+		if (py && (strstr(py->path, "python2") || minor_from_name(py->path) >= 0)) {
+			int minor = minor_from_name(py->path);
+
+			if (minor >= 0)
+				snprintf(why, whylen, "process %d runs Python 3.%d (%s): not supported, "
+					 "tmtrace supports CPython 3.8 to 3.13", (int)pid, minor, py->path);
+			else
+				snprintf(why, whylen, "process %d runs Python 2 (%s): not supported, "
+					 "tmtrace supports CPython 3.8 to 3.13", (int)pid, py->path);
+		} else if (py) {
+			snprintf(why, whylen, "process %d maps %s but no CPython runtime (_PyRuntime) was "
+				 "found in it: unsupported Python version or build", (int)pid, py->path);
+		} else {
 			snprintf(why, whylen, "process %d (%s) is not a CPython process", (int)pid,
 				 exe[0] ? exe : "?");
+		}
 		proc_maps_free(&t->maps);
 		return -ENOEXEC;
 	}

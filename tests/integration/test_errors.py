@@ -1,0 +1,135 @@
+"""Bad input: one clear line on stderr, exit 2 for usage and 1 for the rest,
+and the target keeps running untouched."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from harness import (Skip, TMTRACE, Workload, check, find_python, require_root, run_tmtrace,
+                     pyenv_root)
+
+
+def one_error_line(code, out, err, want_code, *needles):
+    lines = err.splitlines()
+    check(code == want_code, "exit code %d, expected %d (stderr %r)" % (code, want_code, err))
+    check(len(lines) == 1, "expected exactly one stderr line, got %r" % lines)
+    check(lines[0].startswith("tmtrace: "), "error line does not start with 'tmtrace: ': %r" % lines[0])
+    for n in needles:
+        check(n in lines[0], "error line %r does not mention %r" % (lines[0], n))
+    check(out == "", "nothing on stdout expected, got %r" % out)
+
+
+def test_usage_errors():
+    for args, needle in [((), "-p PID"), (("-p", "abc"), "invalid pid"), (("-p", "1", "--bogus"), "--bogus"),
+                         (("-p", "1", "-n", "0"), "nframe"), (("-p", "1", "-n", "1000"), "nframe"),
+                         (("-p", "1", "--format", "xml"), "format"), (("-p", "1", "-i", "0"), "interval"),
+                         (("-p", "1", "-t", "-3"), "top"), (("-p", "1", "extra"), "extra"),
+                         (("-p",), "needs a value"), (("-p", "1", "-k", "bogus"), "key type")]:
+        code, out, err = run_tmtrace(*args)
+        one_error_line(code, out, err, 2, needle)
+
+
+def test_help_and_version():
+    code, out, err = run_tmtrace("--help")
+    check(code == 0 and "Usage: tmtrace -p PID" in out and err == "", "--help: %d %r %r" % (code, out, err))
+    for opt in ("--interval", "--top", "--count", "--duration", "--nframe", "--format",
+                "--max-blocks", "--verbose", "--version"):
+        check(opt in out, "--help does not document %s" % opt)
+    code, out, err = run_tmtrace("--version")
+    check(code == 0 and out.startswith("tmtrace "), "--version: %d %r" % (code, out))
+
+
+def free_pid():
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_no_such_pid():
+    require_root()
+    pid = free_pid()
+    code, out, err = run_tmtrace("-p", pid)
+    one_error_line(code, out, err, 1, "no such process", str(pid))
+
+
+def test_not_python():
+    require_root()
+    p = subprocess.Popen(["sleep", "60"])
+    try:
+        code, out, err = run_tmtrace("-p", p.pid)
+        one_error_line(code, out, err, 1, "not a CPython process")
+        check(p.poll() is None, "the target died")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_unsupported_versions():
+    require_root()
+    root = pyenv_root()
+    tried = 0
+    for version, needle in (("3.7", "3.7"), ("3.6", "not supported"), ("2.7", "Python 2")):
+        import glob
+        found = glob.glob(os.path.join(root or "/nonexistent", "versions", version + ".*", "bin",
+                                       "python" + version))
+        if not found:
+            continue
+        tried += 1
+        w = Workload(found[0], "idle.py")
+        try:
+            code, out, err = run_tmtrace("-p", w.pid)
+            one_error_line(code, out, err, 1, needle)
+            check(w.alive(), "the target died")
+        finally:
+            w.kill()
+    if not tried:
+        raise Skip("no CPython 2.7, 3.6 or 3.7 under pyenv to check the unsupported-version error")
+
+
+def test_missing_capabilities():
+    """Capabilities are checked, not the uid: drop them and keep uid 0."""
+    require_root()
+    if not shutil.which("setpriv"):
+        raise Skip("setpriv (util-linux) is not installed")
+    w = Workload(find_python(11), "idle.py")
+    try:
+        p = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", "--",
+                            TMTRACE, "-p", str(w.pid)], capture_output=True, text=True, timeout=30)
+        one_error_line(p.returncode, p.stdout, p.stderr, 1, "CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE")
+        check(w.alive(), "the target died")
+    finally:
+        w.kill()
+
+
+def hide_and_run(mountpoint, pid):
+    """Runs tmtrace in a private mount namespace where `mountpoint` is an
+    empty tmpfs: the kernel feature behind it is invisible, as on a kernel
+    built without it."""
+    if not shutil.which("unshare"):
+        raise Skip("unshare (util-linux) is not installed")
+    script = 'mount -t tmpfs none "$1" && exec "$2" -p "$3"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                           mountpoint, TMTRACE, str(pid)], capture_output=True, text=True, timeout=30)
+
+
+def test_kernel_without_btf():
+    require_root()
+    w = Workload(find_python(11), "idle.py")
+    try:
+        p = hide_and_run("/sys/kernel/btf", w.pid)
+        one_error_line(p.returncode, p.stdout, p.stderr, 1, "BTF")
+        check(w.alive(), "the target died")
+    finally:
+        w.kill()
+
+
+def test_kernel_without_uprobes():
+    require_root()
+    w = Workload(find_python(11), "idle.py")
+    try:
+        p = hide_and_run("/sys/bus/event_source/devices", w.pid)
+        one_error_line(p.returncode, p.stdout, p.stderr, 1, "uprobe")
+        check(w.alive(), "the target died")
+    finally:
+        w.kill()

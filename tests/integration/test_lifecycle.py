@@ -1,0 +1,99 @@
+"""Attaching, detaching, being killed: the target keeps its behaviour."""
+
+import signal
+import subprocess
+import time
+
+from harness import TMTRACE, Tmtrace, Workload, check, find_python, require_root
+
+
+ROUNDS = 100
+
+
+def behave_output(python, during=None):
+    """Runs behave.py to the end; `during(workload)` runs while it does. The
+    output does not depend on timing: the reference run goes flat out, the
+    traced one slowly enough to outlive several attach/detach cycles."""
+    w = Workload(python, "behave.py", ROUNDS, "0.1" if during else "0")
+    try:
+        if during:
+            during(w)
+        else:
+            w.send("go")
+        code, lines = w.finish(timeout=120)
+    finally:
+        w.kill()
+    return code, lines
+
+
+def test_kill_9_leaves_target_unchanged():
+    require_root()
+    python = find_python(11)
+    ref_code, ref_lines = behave_output(python)
+    check(ref_code == 7 and ref_lines and ref_lines[-1] == "done",
+          "the workload itself misbehaves: %d %r" % (ref_code, ref_lines[-3:]))
+
+    def attach_and_kill(w):
+        t = Tmtrace(w.pid, "-i", "0.3")
+        w.send("go")
+        time.sleep(0.7)
+        t.proc.send_signal(signal.SIGKILL)
+        t.proc.wait()
+        check(w.alive(), "the target died when tmtrace was killed")
+        # and again, mid-run
+        t = Tmtrace(w.pid, "-i", "0.3")
+        time.sleep(0.5)
+        t.kill()
+        check(w.alive(), "the target died when tmtrace was killed a second time")
+
+    code, lines = behave_output(python, attach_and_kill)
+    check(code == ref_code, "exit status %d under tmtrace, %d without" % (code, ref_code))
+    check(lines == ref_lines, "output differs under tmtrace:\n%r\nvs\n%r" % (lines[-5:], ref_lines[-5:]))
+
+
+def test_attach_detach_repeatedly():
+    require_root()
+    python = find_python(11)
+    ref_code, ref_lines = behave_output(python)
+
+    def cycles(w):
+        w.send("go")
+        for i in range(3):
+            t = Tmtrace(w.pid, "-i", "0.2", "--format", "json")
+            t.next_json(timeout=10)
+            code = t.stop(signal.SIGTERM if i % 2 else signal.SIGINT)
+            check(code == 0, "tmtrace exited %d on a signal" % code)
+
+    code, lines = behave_output(python, cycles)
+    check(code == ref_code and lines == ref_lines,
+          "behaviour changed by attach/detach cycles: %d %r" % (code, lines[-3:]))
+
+
+def test_target_exit_is_reported():
+    require_root()
+    w = Workload(find_python(11), "idle.py", "1.5")
+    t = Tmtrace(w.pid, "-i", "0.5")
+    code = t.proc.wait(timeout=30)
+    rest = t.err.rest(5)
+    check(code == 0, "tmtrace exited %d when the target exited" % code)
+    check(any(("process %d exited" % w.pid) in l for l in rest),
+          "tmtrace did not say the target exited: %r" % rest)
+
+
+def test_count_and_duration_stop_tmtrace():
+    require_root()
+    w = Workload(find_python(11), "idle.py")
+    try:
+        start = time.monotonic()
+        t = Tmtrace(w.pid, "-i", "0.3", "--count", "3", "--format", "json")
+        code = t.proc.wait(timeout=30)
+        reports = [l for l in t.out.rest(5) if l.startswith("{")]
+        check(code == 0 and len(reports) == 3, "--count 3: exit %d, %d reports" % (code, len(reports)))
+        start = time.monotonic()
+        t = Tmtrace(w.pid, "-i", "10", "-d", "1")
+        code = t.proc.wait(timeout=30)
+        check(code == 0, "-d 1: exit %d" % code)
+        check(time.monotonic() - start < 8, "-d 1 took %.1f s" % (time.monotonic() - start))
+        check(w.alive(), "the target died")
+    finally:
+        w.kill()
