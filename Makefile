@@ -1,13 +1,14 @@
 # tmtrace: tracemalloc from outside the process, on eBPF uprobes.
 #
 #   make            build build/tmtrace
-#   make test       unit tests (also under ASan+UBSan) and the integration suite
+#   make test       install deps, build, unit tests (also under ASan+UBSan), integration suite
 #   make deps       install the Debian packages the build and the tests need
+#   make demo       run tmtrace on the bundled example that leaks slowly
 
 CC      ?= cc
 CLANG   ?= clang
 BPFTOOL ?= bpftool
-PYTHON  ?= python3
+PYTHON  ?= /usr/bin/python3
 
 BUILD   := build
 CFLAGS  ?= -O2 -g
@@ -57,10 +58,16 @@ include tests/unit/unit.mk
 deps:
 	scripts/install-deps.sh
 
-test: all unit-test unit-test-asan
+# The README's test command: set-up included, so it works on a fresh machine.
+test:
+	scripts/install-deps.sh
+	$(MAKE) all unit-test unit-test-asan
 	$(PYTHON) tests/integration/run.py
+
+demo:
+	scripts/demo.sh
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps test clean
+.PHONY: all deps test demo clean
