@@ -37,11 +37,14 @@ def compare_lines(ref, report):
     mine = lines_of(report["stats"], ref["file"])
     problems = []
     compared = 0
+    worst = 0.0
     for r in ref["lineno"]:
         if r["size"] < MIN_SIZE and r["count"] < MIN_COUNT:
             continue
         compared += 1
         got = mine.get(r["lineno"])
+        if got is not None:
+            worst = max(worst, deviation(got[0], r["size"]), deviation(got[1], r["count"]))
         if got is None:
             problems.append("line %d: tracemalloc %d B in %d blocks, tmtrace nothing"
                             % (r["lineno"], r["size"], r["count"]))
@@ -59,6 +62,12 @@ def compare_lines(ref, report):
         problems.append("file total: tracemalloc %d B, tmtrace %d B" % (ref_total, my_total))
     check(compared >= 10, "only %d lines compared: the workload did not run?" % compared)
     check(not problems, "tmtrace disagrees with tracemalloc:\n  " + "\n  ".join(problems))
+    print("     %d lines compared, largest deviation %.3f%%, file total %d B vs %d B"
+          % (compared, worst * 100, my_total, ref_total))
+
+
+def deviation(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1)
 
 
 def test_lines_agree_with_tracemalloc_311():
