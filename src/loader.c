@@ -35,7 +35,7 @@ static int silent_print(enum libbpf_print_level level, const char *fmt, va_list 
 	return 0;
 }
 
-static uint32_t window_of(const uint32_t *offs, int n, uint32_t widths[], uint32_t *start, uint32_t *len)
+static void window_of(const uint32_t *offs, int n, const uint32_t *widths, uint32_t *start, uint32_t *len)
 {
 	uint32_t lo = UINT32_MAX, hi = 0;
 
@@ -49,7 +49,6 @@ static uint32_t window_of(const uint32_t *offs, int n, uint32_t widths[], uint32
 	}
 	*start = lo;
 	*len = hi - lo;
-	return 0;
 }
 
 static uint32_t rel(uint32_t off, uint32_t start)

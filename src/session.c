@@ -86,7 +86,6 @@ static void print_attach_notes(struct session *s)
 {
 	char size[32];
 	unsigned total_inlined = 0;
-	int stepped = 0;
 
 	fprintf(stderr, "tmtrace: live-block capacity %" PRIu64 " blocks, %u tracebacks: about %s of kernel memory\n",
 		s->opt->max_blocks, s->opt->max_tracebacks,
@@ -94,7 +93,6 @@ static void print_attach_notes(struct session *s)
 	for (int i = 0; i < s->nsites; i++) {
 		const struct probe_site *p = &s->sites[i];
 
-		stepped += !p->emulated;
 		if (s->opt->verbose || !p->emulated)
 			fprintf(stderr, "tmtrace: %s probe %s+0x%x (%s)%s%s\n",
 				p->emulated ? "" : "warning:", p->function->name, p->offset_in_function,
@@ -105,7 +103,6 @@ static void print_attach_notes(struct session *s)
 				"PYTHONMALLOC=debug is active); figures may include the hook's own allocations\n",
 				p->function->wrapper);
 	}
-	(void)stepped;
 	for (int i = 0; i < s->nfunctions; i++)
 		total_inlined += s->inlined[i];
 	if (total_inlined) {
