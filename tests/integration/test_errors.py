@@ -113,23 +113,20 @@ def hide_and_run(mountpoint, pid):
                            mountpoint, TMTRACE, str(pid)], capture_output=True, text=True, timeout=30)
 
 
-def test_kernel_without_btf():
+def check_hidden(mountpoint, needle):
     require_root()
     w = Workload(find_python(11), "idle.py")
     try:
-        p = hide_and_run("/sys/kernel/btf", w.pid)
-        one_error_line(p.returncode, p.stdout, p.stderr, 1, "BTF")
+        p = hide_and_run(mountpoint, w.pid)
+        one_error_line(p.returncode, p.stdout, p.stderr, 1, needle)
         check(w.alive(), "the target died")
     finally:
         w.kill()
+
+
+def test_kernel_without_btf():
+    check_hidden("/sys/kernel/btf", "BTF")
 
 
 def test_kernel_without_uprobes():
-    require_root()
-    w = Workload(find_python(11), "idle.py")
-    try:
-        p = hide_and_run("/sys/bus/event_source/devices", w.pid)
-        one_error_line(p.returncode, p.stdout, p.stderr, 1, "uprobe")
-        check(w.alive(), "the target died")
-    finally:
-        w.kill()
+    check_hidden("/sys/bus/event_source/devices", "uprobe")

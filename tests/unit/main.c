@@ -1,7 +1,20 @@
 /* CUnit runner: every test file contributes one register function. */
 #include <CUnit/Basic.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include "unit.h"
+
+void unit_fail(const char *file, unsigned line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n  %s\n", msg);
+	CU_assertImplementation(CU_FALSE, line, msg, file, "", CU_FALSE);
+}
 
 int main(void)
 {

@@ -22,20 +22,6 @@
 #define FIXTURE_FMT "tests/unit/fixtures/linetable-3.%d.txt.gz"
 #define MAX_REPORTED 20
 
-/* A failed CUnit assertion with a formatted message (CU_FAIL only takes a
- * literal; CUnit copies the text, so a stack buffer is fine). */
-static void fail_msg(unsigned line, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n  %s\n", msg);
-	CU_assertImplementation(CU_FALSE, line, msg, __FILE__, "", CU_FALSE);
-}
-
 /* Heap copy of exactly len bytes (NULL for an empty table). */
 static uint8_t *exact_copy(const uint8_t *src, size_t len)
 {
@@ -156,7 +142,7 @@ static void check_value(struct fixture_run *run, const struct code_case *cc,
 
 	run->values++;
 	if (got != want && ++run->mismatches <= MAX_REPORTED)
-		fail_msg(__LINE__, "%s:%lu: %s addrq %d: got %d, CPython %d",
+		unit_fail(__FILE__, __LINE__, "%s:%lu: %s addrq %d: got %d, CPython %d",
 			 run->path, run->lineno, cc->label, addrq, got, want);
 }
 
@@ -218,14 +204,14 @@ static void check_fixture(int minor)
 	snprintf(path, sizeof(path), FIXTURE_FMT, minor);
 	gz = gzopen(path, "rb");
 	if (!gz) {
-		fail_msg(__LINE__, "cannot open fixture %s; generate it with scripts/gen-linetable-fixtures.py and run the tests from the repository root",
+		unit_fail(__FILE__, __LINE__, "cannot open fixture %s; generate it with scripts/gen-linetable-fixtures.py and run the tests from the repository root",
 			 path);
 		return;
 	}
 	while (gz_getline(gz, &line, &cap)) {
 		run.lineno++;
 		if (check_fixture_line(&run, line, &cc, &have_code) < 0)
-			fail_msg(__LINE__, "%s:%lu: malformed fixture line",
+			unit_fail(__FILE__, __LINE__, "%s:%lu: malformed fixture line",
 				 path, run.lineno);
 	}
 	free(cc.table);

@@ -21,20 +21,6 @@
 /* Mismatches reported one by one before they are only counted. */
 #define MAX_REPORTED 20
 
-/* A failed CUnit assertion with a formatted message (CU_FAIL only takes a
- * literal; CUnit copies the text, so a stack buffer is fine). */
-static void fail_msg(unsigned line, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n  %s\n", msg);
-	CU_assertImplementation(CU_FALSE, line, msg, __FILE__, "", CU_FALSE);
-}
-
 struct fixture_stats {
 	unsigned long sizes;      /* format_size() results compared */
 	unsigned long statistics; /* format_statistic{,_diff}() results compared */
@@ -48,7 +34,7 @@ static void expect_text(struct fixture_stats *st, const char *what,
 	if (strcmp(got, want) == 0)
 		return;
 	if (++st->mismatches <= MAX_REPORTED)
-		fail_msg(__LINE__, "%s:%lu: %s gave \"%s\", Python \"%s\"",
+		unit_fail(__FILE__, __LINE__, "%s:%lu: %s gave \"%s\", Python \"%s\"",
 			 SIZEFMT_FIXTURE, st->lineno, what, got, want);
 }
 
@@ -86,7 +72,7 @@ static void expect_statistic(struct fixture_stats *st, const char *what,
 {
 	expect_text(st, what, got, want);
 	if (ret != (int)strlen(want) && ++st->mismatches <= MAX_REPORTED)
-		fail_msg(__LINE__, "%s:%lu: %s returned %d, want %zu",
+		unit_fail(__FILE__, __LINE__, "%s:%lu: %s returned %d, want %zu",
 			 SIZEFMT_FIXTURE, st->lineno, what, ret, strlen(want));
 	st->statistics++;
 }
@@ -146,14 +132,14 @@ static void test_sizefmt_fixture(void)
 	size_t cap = 0;
 
 	if (!fp) {
-		fail_msg(__LINE__, "cannot open fixture %s (%s); run the tests from the repository root",
+		unit_fail(__FILE__, __LINE__, "cannot open fixture %s (%s); run the tests from the repository root",
 			 SIZEFMT_FIXTURE, strerror(errno));
 		return;
 	}
 	while (getline(&line, &cap, fp) >= 0) {
 		st.lineno++;
 		if (!check_fixture_line(&st, line))
-			fail_msg(__LINE__, "%s:%lu: malformed fixture line",
+			unit_fail(__FILE__, __LINE__, "%s:%lu: malformed fixture line",
 				 SIZEFMT_FIXTURE, st.lineno);
 	}
 	free(line);
