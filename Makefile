@@ -13,7 +13,7 @@ PYTHON  ?= /usr/bin/python3
 BUILD   := build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -Wall -Wextra -std=gnu11 -D_GNU_SOURCE -Iinclude -Isrc -Ibpf -I$(BUILD)
-LDLIBS  := -lbpf -lelf -lz -lcapstone
+LDLIBS  := -lbpf -ldw -lelf -lz -lcapstone
 
 # vmlinux.h: from the running kernel's BTF when it has one, else the committed copy.
 VMLINUX_BTF ?= /sys/kernel/btf/vmlinux

@@ -10,6 +10,10 @@
 #include <bpf/bpf_core_read.h>
 #include "tmtrace.h"
 
+#ifndef barrier_var
+#define barrier_var(var) asm volatile("" : "+r"(var))
+#endif
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct tm_config cfg = {};
@@ -48,14 +52,42 @@ struct {
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
 
-/* What one thread has in flight: the outermost allocator call's arguments
- * (nested calls only move the depth), and its cached thread state. */
+/* Calls a thread has in flight, innermost last. An entry is finished when
+ * its result arrives; entries of frames that returned (stack pointer below
+ * the current one) are dropped; an inlined copy nested in another shares its
+ * frame, so entries at the current stack pointer are outer calls. */
+#define TM_PENDING 8
+
+struct tm_pending {
+	__u64 sp;
+	__u64 a, b;
+	__u64 since;  /* ktime, to drop calls whose result never came */
+	__u32 site;
+	__u32 awaiting_pool; /* a PREDICT that found its pool empty */
+};
+
 struct tm_thread {
 	__u32 depth;
-	__u32 kind;
-	__u64 arg_a, arg_b;
+	__u32 pad;
+	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
 };
+
+/* Hits per probe site, for --verbose and the benchmarks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} site_hits SEC(".maps");
+
+/* What each probe site does; the BPF cookie is the index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct tm_site);
+	__uint(max_entries, 1);
+} sites SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -78,10 +110,6 @@ struct {
 	__type(value, struct tm_scratch);
 	__uint(max_entries, 1);
 } scratch SEC(".maps");
-
-/* Deepest allocator nesting tracked; CPython nests at most three deep
- * (PyObject_Realloc -> PyMem_RawRealloc -> realloc). */
-#define TM_MAX_DEPTH 16
 
 static __always_inline void count_lost(enum tm_lost what)
 {
@@ -110,6 +138,7 @@ static __always_inline __u32 reg_slot(__u32 reg)
 	case TM_REG_R13: return offsetof(struct pt_regs, r13) / 8;
 	case TM_REG_R14: return offsetof(struct pt_regs, r14) / 8;
 	case TM_REG_R15: return offsetof(struct pt_regs, r15) / 8;
+	case TM_REG_SP: return offsetof(struct pt_regs, sp) / 8;
 	}
 	return ~0u;
 }
@@ -415,9 +444,9 @@ static __always_inline void forget_block(__u64 ptr)
 
 /* As tracemalloc_add_trace(): a block already traced at this address is
  * replaced, size and traceback. */
-static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 size)
+static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 size, __u32 flags)
 {
-	struct tm_block blk = { .size = size, .domain = 0 };
+	struct tm_block blk = { .size = size, .domain = 0, .flags = flags };
 	struct tm_block *old;
 
 	blk.traceback_id = current_traceback(t);
@@ -442,69 +471,282 @@ static __always_inline bool is_target(void)
 	return (bpf_get_current_pid_tgid() >> 32) == cfg.tgid;
 }
 
-SEC("uprobe")
-int alloc_enter(struct pt_regs *ctx)
+static __always_inline __u64 operand_value(const __u64 *regs, const struct tm_operand *op, bool *ok)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
-	__u32 kind = TM_COOKIE_KIND(cookie);
-	__u64 regs[PT_REGS_WORDS];
-	struct tm_thread *t;
+	__u64 v = 0;
 
-	if (!is_target())
-		return 0;
-	__builtin_memcpy(regs, ctx, sizeof(regs));
-	t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
-				 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!t)
-		return 0;
-	if (kind == TM_CALL_FREE) {
-		/* A free nested in a realloc is the realloc's business. */
-		__u64 ptr = reg_value(regs, TM_COOKIE_REG_A(cookie));
-
-		if (t->depth == 0 && armed && ptr)
-			forget_block(ptr);
+	switch (op->type) {
+	case TM_OPERAND_REG:
+		v = reg_value(regs, op->reg);
+		break;
+	case TM_OPERAND_CONST:
+		v = (__u64)op->value;
+		break;
+	case TM_OPERAND_MEM:
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(reg_value(regs, op->reg) + op->value)))
+			*ok = false;
+		break;
+	default:
 		return 0;
 	}
-	if (t->depth == 0) {
-		t->kind = kind;
-		t->arg_a = reg_value(regs, TM_COOKIE_REG_A(cookie));
-		t->arg_b = reg_value(regs, TM_COOKIE_REG_B(cookie));
-	}
-	if (t->depth < TM_MAX_DEPTH)
-		t->depth++;
-	else
-		count_lost(TM_LOST_NESTING);
-	return 0;
+	if (op->width == TM_WIDTH_32)
+		v &= 0xffffffffULL;
+	else if (op->width == TM_WIDTH_S32)
+		v = (__u64)(__s64)(__s32)v;
+	return v;
 }
 
-SEC("uretprobe")
-int alloc_return(struct pt_regs *ctx)
+/* Drops the entries of frames that have returned: their stack pointer is
+ * below ours. Entries at our stack pointer are outer inlined calls. */
+static __always_inline void drop_returned(struct tm_thread *t, __u64 sp)
 {
-	__u64 ptr = PT_REGS_RC(ctx);
-	struct tm_thread *t;
+	for (int i = 0; i < TM_PENDING; i++) {
+		__u32 idx = t->depth - 1;
+		struct tm_pending *top;
 
-	if (!is_target())
-		return 0;
-	t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0, 0);
-	if (!t || t->depth == 0)
-		return 0;
-	if (--t->depth != 0 || !armed || !ptr)
-		return 0;	/* nested, not yet armed, or failed: nothing to record */
+		/* one register for the check and the index, or the verifier
+		 * loses the bound */
+		barrier_var(idx);
+		if (idx >= TM_PENDING)
+			break;
+		top = &t->stack[idx];
+		if (top->sp >= sp && bpf_ktime_get_ns() - top->since < cfg.abandon_ns)
+			break;
+		if (top->sp >= sp)
+			count_lost(TM_LOST_ABANDONED);
+		t->depth = idx;
+	}
+}
 
-	switch (t->kind) {
+static __always_inline void push_pending(struct tm_thread *t, __u32 site, __u64 sp, __u64 a, __u64 b,
+					 __u32 awaiting_pool, bool refill)
+{
+	struct tm_pending *p;
+	__u32 d = t->depth, top = d - 1;
+
+	/* The same inlined site again in the same frame: the earlier call
+	 * took a path around its return site (an error); and a pool refill
+	 * that another call follows never happened. */
+	barrier_var(top);
+	if (top < TM_PENDING) {
+		p = &t->stack[top];
+		if ((p->site == site && p->sp == sp) || (p->awaiting_pool && !refill)) {
+			count_lost(TM_LOST_ABANDONED);
+			d = top;
+		}
+	}
+	barrier_var(d);
+	if (d >= TM_PENDING) {
+		count_lost(TM_LOST_NESTING);
+		return;
+	}
+	p = &t->stack[d];
+	p->sp = sp;
+	p->a = a;
+	p->b = b;
+	p->since = bpf_ktime_get_ns();
+	p->site = site;
+	p->awaiting_pool = awaiting_pool;
+	t->depth = d + 1;
+}
+
+/* The block pymalloc's fast path will pop for this size: the first free
+ * block of the size class's first used pool. Exact under the GIL, which
+ * every pymalloc allocation holds. 0: the pool list is empty (a new pool
+ * comes from allocate_from_new_pool), or the state was unreadable. */
+static __always_inline __u64 predict_block(__u64 size, bool *empty)
+{
+	__u64 index = (size - 1) >> cfg.pymalloc.alignment_shift;
+	__u64 pool = 0, next = 0, block = 0;
+
+	*empty = false;
+	if (bpf_probe_read_user(&pool, sizeof(pool), (void *)(cfg.pymalloc.usedpools + index * 16)) ||
+	    bpf_probe_read_user(&next, sizeof(next), (void *)(pool + cfg.pymalloc.pool_nextpool))) {
+		count_lost(TM_LOST_POOL_UNREADABLE);
+		return 0;
+	}
+	if (pool == next) {
+		*empty = true;
+		return 0;
+	}
+	if (bpf_probe_read_user(&block, sizeof(block), (void *)(pool + cfg.pymalloc.pool_freeblock)) || !block) {
+		count_lost(TM_LOST_POOL_UNREADABLE);
+		return 0;
+	}
+	return block;
+}
+
+/* pymalloc_realloc(): a pool block whose new size fits its size class
+ * (not shrinking below 3/4 of it) stays where it is, and tracemalloc
+ * records it again with the new size and the current traceback. Any other
+ * outcome runs the nested calls the copy makes (malloc + free, or a raw
+ * realloc), which record themselves; the old block goes first, so that
+ * the peak never counts both, as tracemalloc_realloc() removes it first. */
+static __always_inline void realloc_in_place(struct tm_thread *t, __u64 ptr, __u64 nbytes)
+{
+	struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
+	__u64 pool = ptr & ~((__u64)cfg.pymalloc.pool_size - 1);
+	__u32 szidx = 0;
+	__u64 size;
+
+	if (!b || !(b->flags & TM_BLOCK_PYMALLOC))
+		return; /* not pymalloc's, or traced before tmtrace: the nested calls tell */
+	if (bpf_probe_read_user(&szidx, sizeof(szidx), (void *)(pool + cfg.pymalloc.pool_szidx))) {
+		count_lost(TM_LOST_POOL_UNREADABLE);
+		return;
+	}
+	size = ((__u64)szidx + 1) << cfg.pymalloc.alignment_shift;
+	if (nbytes <= size && 4 * nbytes > 3 * size)
+		record_block(t, ptr, nbytes, TM_BLOCK_PYMALLOC);
+	else
+		forget_block(ptr);
+}
+
+static __always_inline void complete(struct tm_thread *t, const struct tm_site *entry_site,
+				     const struct tm_pending *call, __u64 result)
+{
+	/* the out-of-line pymalloc functions may hand out pool blocks */
+	__u32 flags = entry_site->family == TM_FAMILY_PYMALLOC ? TM_BLOCK_PYMALLOC : 0;
+
+	if (!armed || !result)
+		return;	/* not yet armed, or failed: nothing to record */
+	switch (entry_site->kind) {
 	case TM_CALL_MALLOC:
-		record_block(t, ptr, t->arg_a);
+		record_block(t, result, call->a, flags);
 		break;
 	case TM_CALL_CALLOC:
-		record_block(t, ptr, t->arg_a * t->arg_b);
+		record_block(t, result, call->a * call->b, flags);
 		break;
 	case TM_CALL_REALLOC:
 		/* tracemalloc_realloc(): the old trace goes, the new one gets
 		 * the current traceback even when the block did not move. */
-		if (t->arg_a && t->arg_a != ptr)
-			forget_block(t->arg_a);
-		record_block(t, ptr, t->arg_b);
+		if (call->a && call->a != result)
+			forget_block(call->a);
+		record_block(t, result, call->b, flags);
 		break;
 	}
+}
+
+static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct tm_site *site,
+				   struct tm_thread *t, const __u64 *regs)
+{
+	bool ok = true, empty;
+	__u64 a, b, block;
+
+	a = operand_value(regs, &site->a, &ok);
+	b = operand_value(regs, &site->b, &ok);
+	drop_returned(t, ctx->sp);
+	if (!ok) {
+		count_lost(TM_LOST_FRAME_UNREADABLE);
+		return 0;
+	}
+	switch (site->role) {
+	case TM_ROLE_ENTRY:
+	case TM_ROLE_NEWPOOL:
+		push_pending(t, id, ctx->sp, a, b, 0, site->role == TM_ROLE_NEWPOOL);
+		return 0;
+	case TM_ROLE_FREE:
+		if (t->depth == 0 && armed && a)
+			forget_block(a); /* a free nested in a realloc is the realloc's */
+		return 0;
+	case TM_ROLE_REALLOC:
+		if (t->depth == 0 && armed && a)
+			realloc_in_place(t, a, b);
+		return 0;
+	case TM_ROLE_PREDICT:
+		if (t->depth)
+			return 0;	/* nested in a realloc: the realloc records */
+		if (site->kind == TM_CALL_CALLOC)
+			a *= b;
+		/* 0 and large sizes go to the raw domain, which records them */
+		if (a - 1 >= cfg.pymalloc.small_threshold)
+			return 0;
+		block = predict_block(a, &empty);
+		if (empty)
+			push_pending(t, id, ctx->sp, a, 1, 1, false);
+		else if (block && armed)
+			record_block(t, block, a, TM_BLOCK_PYMALLOC);
+		return 0;
+	}
 	return 0;
+}
+
+static __always_inline int on_result(struct pt_regs *ctx, const struct tm_site *site, struct tm_thread *t,
+				     const __u64 *regs)
+{
+	__u64 sp = ctx->sp - site->sp_delta;
+	bool ok = true;
+	__u64 result = operand_value(regs, &site->result, &ok);
+	__u32 entry_id = site->entry;
+	const struct tm_site *entry_site;
+	struct tm_pending call;
+	int found = -1;
+
+	/* Our entry: the innermost with this site and stack pointer. */
+	for (int i = TM_PENDING - 1; i >= 0; i--) {
+		if (found < 0 && (__u32)i < t->depth && t->stack[i].site == entry_id && t->stack[i].sp == sp)
+			found = i;
+	}
+	barrier_var(found);
+	if (found < 0 || found >= TM_PENDING)
+		return 0;	/* its call started before tmtrace, or took the hooked path */
+	call = t->stack[found];
+	t->depth = (__u32)found;	/* anything above it is over too */
+	entry_site = bpf_map_lookup_elem(&sites, &entry_id);
+	if (!entry_site || !ok)
+		return 0;
+	if (entry_site->role == TM_ROLE_NEWPOOL) {
+		/* completes the PREDICT below it that found its pool empty */
+		__u32 below = t->depth - 1;
+
+		barrier_var(below);
+		if (below >= TM_PENDING || !t->stack[below].awaiting_pool)
+			return 0;
+		call = t->stack[below];
+		t->depth = below;
+		if (below == 0 && armed && result)
+			record_block(t, result, call.a, TM_BLOCK_PYMALLOC);
+		return 0;
+	}
+	if (t->depth == 0)
+		complete(t, entry_site, &call, result);
+	return 0;
+}
+
+static __always_inline int on_probe(struct pt_regs *ctx)
+{
+	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	const struct tm_site *site;
+	__u64 regs[PT_REGS_WORDS];
+	struct tm_thread *t;
+	__u64 *hits;
+
+	if (!is_target())
+		return 0;
+	site = bpf_map_lookup_elem(&sites, &id);
+	if (!site)
+		return 0;
+	hits = bpf_map_lookup_elem(&site_hits, &id);
+	if (hits)
+		(*hits)++;
+	__builtin_memcpy(regs, ctx, sizeof(regs));
+	/* A guarded copy runs only when the allocator pointer is the default
+	 * function; a hook means the out-of-line functions will see the call. */
+	if (site->guard_reg && reg_value(regs, site->guard_reg) != site->guard_value)
+		return 0;
+	t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+				 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!t)
+		return 0;
+	if (site->role == TM_ROLE_RETURN)
+		return on_result(ctx, site, t, regs);
+	return on_call(ctx, id, site, t, regs);
+}
+
+/* The same program serves entry sites, merge points and uretprobes: the
+ * site map says which. */
+SEC("uprobe")
+int tm_probe(struct pt_regs *ctx)
+{
+	return on_probe(ctx);
 }

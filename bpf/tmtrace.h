@@ -31,27 +31,72 @@ enum tm_reg {
 	TM_REG_NONE = 0,
 	TM_REG_DI, TM_REG_SI, TM_REG_DX, TM_REG_CX, TM_REG_R8, TM_REG_R9,
 	TM_REG_AX, TM_REG_BX, TM_REG_BP, TM_REG_R10, TM_REG_R11, TM_REG_R12,
-	TM_REG_R13, TM_REG_R14, TM_REG_R15,
+	TM_REG_R13, TM_REG_R14, TM_REG_R15, TM_REG_SP,
 	TM_REG_COUNT,
 };
 
-/* A probe site's BPF cookie: what the call is and where its operands are.
- *   bits  0-3  enum tm_call_kind
- *   bits  4-7  allocator family (enum tm_family)
- *   bits  8-15 register of operand A: malloc size, calloc nelem, realloc/free pointer
- *   bits 16-23 register of operand B: calloc elsize, realloc size
- */
+/* What a probe site does (its BPF cookie is its index in the sites map).
+ * Inlined allocator copies and out-of-line functions are described the same
+ * way; an inlined copy shares its caller's stack frame, so a call and its
+ * result are paired by site and stack pointer. */
+enum tm_role {
+	/* pymalloc malloc/calloc: record at once the block the fast path is
+	 * about to pop (pool->freeblock of the size class), or, when the pool
+	 * is empty, wait for allocate_from_new_pool's result */
+	TM_ROLE_PREDICT = 1,
+	/* a call whose result comes later, at a TM_ROLE_RETURN site */
+	TM_ROLE_ENTRY = 2,
+	/* where an ENTRY's result is: a uretprobe, or the point where an
+	 * inlined copy's paths merge */
+	TM_ROLE_RETURN = 3,
+	/* forget the block */
+	TM_ROLE_FREE = 4,
+	/* allocate_from_new_pool: an ENTRY whose RETURN completes a PREDICT */
+	TM_ROLE_NEWPOOL = 5,
+	/* an inlined pymalloc realloc: in place (the block keeps its address
+	 * when the new size fits its size class) is recorded here; a move
+	 * shows as the nested malloc and free the copy calls, and a block
+	 * pymalloc does not own as the nested raw realloc */
+	TM_ROLE_REALLOC = 6,
+};
+
+/* Where an operand lives at a probe site. */
+enum tm_operand_type {
+	TM_OPERAND_NONE = 0,
+	TM_OPERAND_REG = 1,   /* a register */
+	TM_OPERAND_CONST = 2, /* a constant the compiler folded in */
+	TM_OPERAND_MEM = 3,   /* 8 bytes at register + displacement (a spill slot) */
+};
+
+#define TM_WIDTH_64 0
+#define TM_WIDTH_32 1  /* the low 32 bits, zero-extended */
+#define TM_WIDTH_S32 2 /* the low 32 bits, sign-extended */
+
+struct tm_operand {
+	__u8 type;  /* enum tm_operand_type */
+	__u8 reg;   /* enum tm_reg: the register, or the base of MEM */
+	__u8 width; /* TM_WIDTH_* */
+	__u8 pad[5];
+	__s64 value; /* CONST: the value; MEM: the displacement */
+};
+
+struct tm_site {
+	__u8 role;      /* enum tm_role */
+	__u8 kind;      /* enum tm_call_kind */
+	__u8 family;    /* enum tm_family */
+	__u8 guard_reg; /* enum tm_reg holding the allocator pointer; NONE: no guard */
+	__u32 entry;    /* RETURN: the ENTRY site it completes */
+	__s32 sp_delta; /* RETURN: stack pointer here minus at the ENTRY (8 for a uretprobe) */
+	__u32 pad;
+	__u64 guard_value;        /* the default function's address: anything else is a hook */
+	struct tm_operand a, b;   /* size, nelem/elsize or pointer/size operands */
+	struct tm_operand result; /* RETURN: where the result is */
+};
+
 enum tm_family {
 	TM_FAMILY_PYMALLOC = 1, /* object and mem domains (_PyObject_*) */
 	TM_FAMILY_RAW = 2,      /* raw domain (_PyMem_Raw*) */
 };
-
-#define TM_COOKIE(kind, family, reg_a, reg_b) \
-	((__u64)(kind) | ((__u64)(family) << 4) | ((__u64)(reg_a) << 8) | ((__u64)(reg_b) << 16))
-#define TM_COOKIE_KIND(c) ((c) & 0xf)
-#define TM_COOKIE_FAMILY(c) (((c) >> 4) & 0xf)
-#define TM_COOKIE_REG_A(c) (((c) >> 8) & 0xff)
-#define TM_COOKIE_REG_B(c) (((c) >> 16) & 0xff)
 
 /* Every way an event can be lost or degraded. Shown to the user, always. */
 enum tm_lost {
@@ -60,11 +105,14 @@ enum tm_lost {
 	TM_LOST_FRAME_UNREADABLE,/* a frame or code object could not be read */
 	TM_LOST_EVENTS,          /* ring buffer full: traceback resolved late */
 	TM_LOST_NESTING,         /* allocator calls nested deeper than tracked */
+	TM_LOST_ABANDONED,       /* a call whose result never came (a path around the return site) */
+	TM_LOST_POOL_UNREADABLE, /* pymalloc's pool state could not be read */
 	TM_LOST_COUNT,
 };
 
 #define TM_LOST_NAMES { "live_map_full", "traceback_map_full", \
-	"unreadable_frames", "lost_events", "nesting_overflow" }
+	"unreadable_frames", "lost_events", "nesting_overflow", "abandoned_calls", \
+	"unreadable_pools" }
 
 /* One Python frame as BPF captures it. The fingerprint summarizes the code
  * object's identity (its filename, name and line-table pointers, first line
@@ -91,7 +139,11 @@ struct tm_block {
 	__u64 size;
 	__u32 traceback_id;
 	__u32 domain;
+	__u32 flags; /* TM_BLOCK_* */
+	__u32 pad;
 };
+
+#define TM_BLOCK_PYMALLOC 1 /* pymalloc owns it (it came from a pool) */
 
 /* Running totals of one traceback, indexed by traceback id. */
 struct tm_traceback_stats {
@@ -154,13 +206,28 @@ struct tm_py_layout {
 	__u32 code_adaptive;       /* absolute offset of the first instruction (3.11+) */
 };
 
+/* pymalloc's state, for predicting the block a fast path pops. */
+struct tm_pymalloc_layout {
+	__u64 usedpools;        /* address of usedpools[] in the target; 0: no prediction */
+	__u32 small_threshold;  /* SMALL_REQUEST_THRESHOLD (512) */
+	__u32 alignment_shift;  /* ALIGNMENT_SHIFT (4) */
+	__u32 pool_freeblock;   /* offsetof(struct pool_header, freeblock) */
+	__u32 pool_nextpool;    /* offsetof(struct pool_header, nextpool) */
+	__u32 pool_szidx;       /* offsetof(struct pool_header, szidx) */
+	__u32 pool_size;        /* POOL_SIZE: 4 KiB up to 3.9, 16 KiB from 3.10 */
+};
+
 /* Read-only configuration, set before load. */
 struct tm_config {
 	__u32 tgid;
 	__u32 nframe;       /* frames kept per traceback, 1..TM_MAX_NFRAME */
 	__u32 count_all_frames;
 	__u32 max_tracebacks;
+	__u32 nsites;
+	__u32 pad;
+	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
+	struct tm_pymalloc_layout pymalloc;
 };
 
 #endif

@@ -6,7 +6,7 @@
 # ships them (an install of python3.11 would replace Debian's build).
 set -eu
 
-PACKAGES="make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev \
+PACKAGES="make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev libdw-dev zlib1g-dev \
 libcapstone-dev libcunit1-dev util-linux procps"
 
 missing=""

@@ -21,19 +21,6 @@ struct alloc_function {
 	bool hooked;          /* the live slot points elsewhere (a hook is installed) */
 };
 
-struct probe_site {
-	uint64_t vaddr;       /* the probed instruction, file address space */
-	uint64_t file_offset;
-	uint32_t offset_in_function;
-	enum tm_call_kind kind;
-	enum tm_family family;
-	enum tm_reg reg_a, reg_b;
-	bool emulated;        /* false: the kernel single-steps it (~10 us a hit) */
-	bool retprobe;        /* a uretprobe sits there too */
-	char insn[192];        /* "push %rbx", for --verbose */
-	const struct alloc_function *function;
-};
-
 /* Finds the default allocator functions through the exported wrappers
  * (PyObject_Malloc, PyMem_RawFree, ...): reads each wrapper's slot in the
  * allocator struct, and its initial (relocated) value from the file. The
@@ -41,18 +28,5 @@ struct probe_site {
  * installed. */
 int alloc_functions_find(struct elf_file *ef, pid_t pid, uint64_t bias,
 			 struct alloc_function *out, int max, int *count);
-
-/* The probe site for one function: the first instruction the kernel
- * emulates on the straight-line path from the entry, with the stack pointer
- * untouched (so a uretprobe there still finds the return address at [rsp])
- * and the operands still in registers. Falls back to the entry itself
- * (single-stepped) when there is none. */
-int alloc_site_choose(struct elf_file *ef, const struct alloc_function *fn, struct probe_site *site);
-
-/* How many inlined copies of each function the binary has: PGO builds
- * compare the allocator pointer with the default function's address before
- * running an inlined fast path. counts[i] is for fns[i]. */
-int alloc_count_inlined(struct elf_file *ef, const struct alloc_function *fns, int n,
-			unsigned *counts);
 
 #endif

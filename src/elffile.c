@@ -138,6 +138,11 @@ void elf_file_close(struct elf_file *ef)
 	free(ef);
 }
 
+Elf *elf_file_handle(struct elf_file *ef)
+{
+	return ef->elf;
+}
+
 int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint64_t *size)
 {
 	for (size_t i = 0; i < ef->nsyms; i++) {

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <libelf.h>
 
 struct elf_file;
 
@@ -16,6 +17,7 @@ struct elf_section_view {
 
 int elf_file_open(const char *path, struct elf_file **out);
 void elf_file_close(struct elf_file *ef);
+Elf *elf_file_handle(struct elf_file *ef);
 
 /* Looks the name up in .symtab, then .dynsym. -ENOENT if absent. */
 int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint64_t *size);

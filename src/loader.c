@@ -4,6 +4,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -12,8 +14,11 @@
 
 struct loader {
 	struct tmtrace_bpf *skel;
-	struct bpf_link **links;
+	bool multi;               /* uprobe_multi links (kernel 6.6+) */
+	int multi_fds[2];         /* entry sites, uretprobe sites */
+	struct bpf_link **links;  /* perf-event fallback: one per probe */
 	int nlinks;
+	int nprobes;
 	uint32_t nframe;
 	uint32_t max_tracebacks;
 	uint64_t max_blocks;
@@ -23,7 +28,28 @@ struct loader {
 	struct ring_buffer *rb;
 	loader_traceback_fn event_fn;
 	void *event_ctx;
-	char attach_path[128];
+};
+
+/* The kernel ABI of BPF_LINK_CREATE for uprobe_multi (6.6+), which
+ * Debian's libbpf 1.1 predates: one link for any number of probe sites, so
+ * attaching and detaching cost one step instead of one per site (the
+ * kernel serializes and waits on each perf-event uprobe's removal). */
+#define TM_BPF_TRACE_UPROBE_MULTI 48
+#define TM_BPF_F_UPROBE_MULTI_RETURN 1
+
+struct tm_uprobe_multi_attr {
+	__u32 prog_fd;
+	__u32 target_fd;
+	__u32 attach_type;
+	__u32 flags;
+	__u64 path;
+	__u64 offsets;
+	__u64 ref_ctr_offsets;
+	__u64 cookies;
+	__u32 cnt;
+	__u32 multi_flags;
+	__u32 pid;
+	__u8 rest[64]; /* the rest of union bpf_attr, zero */
 };
 
 static int silent_print(enum libbpf_print_level level, const char *fmt, va_list args)
@@ -104,8 +130,21 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	return 0;
 }
 
-int loader_open(const struct py_target *t, const struct loader_options *opt, struct loader **out,
-		char *why, size_t whylen)
+static bool kernel_has_uprobe_multi(void)
+{
+	/* 6.6 added it; an older kernel rejects the attach type at load */
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (getenv("TMTRACE_NO_UPROBE_MULTI"))
+		return false;
+	if (uname(&u) || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+		return false;
+	return major > 6 || (major == 6 && minor >= 6);
+}
+
+int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
+		struct loader **out, char *why, size_t whylen)
 {
 	struct loader *l = calloc(1, sizeof(*l));
 	struct tm_config *cfg;
@@ -113,6 +152,7 @@ int loader_open(const struct py_target *t, const struct loader_options *opt, str
 
 	if (!l)
 		return -ENOMEM;
+	l->multi_fds[0] = l->multi_fds[1] = -1;
 	libbpf_set_print(silent_print);
 	l->nframe = opt->nframe;
 	l->max_blocks = opt->max_blocks;
@@ -129,9 +169,25 @@ int loader_open(const struct py_target *t, const struct loader_options *opt, str
 	cfg->nframe = opt->nframe;
 	cfg->count_all_frames = opt->count_all_frames;
 	cfg->max_tracebacks = opt->max_tracebacks;
+	cfg->nsites = (uint32_t)plan->nsites;
+	/* A call whose result has not come after this long took a path
+	 * around its return site; far longer than any allocation takes. */
+	cfg->abandon_ns = 2000000000ULL;
+	cfg->pymalloc.usedpools = plan->pm.usedpools ? plan->pm.usedpools + t->bias : 0;
+	cfg->pymalloc.small_threshold = PYMALLOC_SMALL_REQUEST_THRESHOLD;
+	cfg->pymalloc.alignment_shift = PYMALLOC_ALIGNMENT_SHIFT;
+	cfg->pymalloc.pool_freeblock = POOL_FREEBLOCK;
+	cfg->pymalloc.pool_nextpool = POOL_NEXTPOOL;
+	cfg->pymalloc.pool_szidx = POOL_SZIDX;
+	cfg->pymalloc.pool_size = t->minor >= 10 ? 16384 : 4096;
 	err = fill_layout(t, &cfg->py, why, whylen);
 	if (err)
 		goto fail;
+	bpf_map__set_max_entries(l->skel->maps.sites, plan->nsites ? (uint32_t)plan->nsites : 1);
+	bpf_map__set_max_entries(l->skel->maps.site_hits, plan->nsites ? (uint32_t)plan->nsites : 1);
+	l->multi = kernel_has_uprobe_multi();
+	if (l->multi)
+		bpf_program__set_expected_attach_type(l->skel->progs.tm_probe, TM_BPF_TRACE_UPROBE_MULTI);
 
 	bpf_map__set_max_entries(l->skel->maps.live, (uint32_t)opt->max_blocks);
 	bpf_map__set_key_size(l->skel->maps.traceback_ids, (uint32_t)l->key_size);
@@ -144,6 +200,16 @@ int loader_open(const struct py_target *t, const struct loader_options *opt, str
 		snprintf(why, whylen, "cannot load the BPF program: %s%s", strerror(-err),
 			 err == -ENOMEM ? " (try a smaller --max-blocks)" : "");
 		goto fail;
+	}
+	for (int i = 0; i < plan->nsites; i++) {
+		__u32 key = (__u32)i;
+
+		err = bpf_map_update_elem(bpf_map__fd(l->skel->maps.sites), &key, &plan->sites[i].bpf, BPF_ANY);
+		if (err) {
+			err = -errno;
+			snprintf(why, whylen, "cannot fill the probe site map: %s", strerror(-err));
+			goto fail;
+		}
 	}
 	l->stats_len = (size_t)opt->max_tracebacks * sizeof(struct tm_traceback_stats);
 	l->stats = mmap(NULL, l->stats_len, PROT_READ, MAP_SHARED,
@@ -165,7 +231,7 @@ static void raise_nofile(int needed)
 {
 	struct rlimit r;
 
-	/* Each probe is a perf event fd (libbpf 1.1 has no uprobe_multi). */
+	/* Without uprobe_multi each probe is a perf event fd. */
 	if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < (rlim_t)needed + 64) {
 		r.rlim_cur = (rlim_t)needed + 64;
 		if (r.rlim_max < r.rlim_cur)
@@ -182,49 +248,108 @@ static void destroy_all_links(struct bpf_link **links, int n)
 		bpf_link__destroy(links[i]);
 }
 
-static int attach_one(struct loader *l, const char *path, const struct probe_site *s, bool ret)
+static int attach_multi(struct loader *l, const struct probe_plan *plan, const char *path, bool ret)
 {
-	LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret,
-		    .bpf_cookie = TM_COOKIE(s->kind, s->family, s->reg_a, s->reg_b));
-	struct bpf_program *prog = ret ? l->skel->progs.alloc_return : l->skel->progs.alloc_enter;
-	struct bpf_link *link;
+	int n = 0, fd;
+	__u64 *offsets = calloc((size_t)plan->nsites + 1, sizeof(*offsets));
+	__u64 *cookies = calloc((size_t)plan->nsites + 1, sizeof(*cookies));
+	struct tm_uprobe_multi_attr attr;
 
-	link = bpf_program__attach_uprobe_opts(prog, (pid_t)l->skel->rodata->cfg.tgid, path,
-					       s->file_offset, &opts);
-	if (!link)
+	if (!offsets || !cookies) {
+		free(offsets);
+		free(cookies);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < plan->nsites; i++) {
+		if (plan->sites[i].uretprobe != ret)
+			continue;
+		offsets[n] = plan->sites[i].file_offset;
+		cookies[n] = (__u64)i;
+		n++;
+	}
+	if (n == 0) {
+		free(offsets);
+		free(cookies);
+		return 0;
+	}
+	memset(&attr, 0, sizeof(attr));
+	attr.prog_fd = (__u32)bpf_program__fd(l->skel->progs.tm_probe);
+	attr.attach_type = TM_BPF_TRACE_UPROBE_MULTI;
+	attr.path = (__u64)(uintptr_t)path;
+	attr.offsets = (__u64)(uintptr_t)offsets;
+	attr.cookies = (__u64)(uintptr_t)cookies;
+	attr.cnt = (__u32)n;
+	attr.multi_flags = ret ? TM_BPF_F_UPROBE_MULTI_RETURN : 0;
+	attr.pid = l->skel->rodata->cfg.tgid;
+	fd = (int)syscall(__NR_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+	free(offsets);
+	free(cookies);
+	if (fd < 0)
 		return -errno;
-	l->links[l->nlinks++] = link;
+	l->multi_fds[ret] = fd;
+	l->nprobes += n;
 	return 0;
 }
 
-int loader_attach(struct loader *l, const struct probe_site *sites, int nsites, char *why, size_t whylen)
+static int attach_one(struct loader *l, const char *path, const struct probe_site *s, int index)
+{
+	LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = s->uretprobe, .bpf_cookie = (__u64)index);
+	struct bpf_link *link;
+
+	link = bpf_program__attach_uprobe_opts(l->skel->progs.tm_probe, (pid_t)l->skel->rodata->cfg.tgid,
+					       path, s->file_offset, &opts);
+	if (!link)
+		return -errno;
+	l->links[l->nlinks++] = link;
+	l->nprobes++;
+	return 0;
+}
+
+int loader_attach(struct loader *l, const struct probe_plan *plan, const char *path, char *why, size_t whylen)
 {
 	int err = 0;
 
-	l->links = calloc((size_t)nsites * 2 + 1, sizeof(*l->links));
+	if (l->multi) {
+		err = attach_multi(l, plan, path, false);
+		if (!err)
+			err = attach_multi(l, plan, path, true);
+		if (err) {
+			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites, path, strerror(-err));
+			for (int i = 0; i < 2; i++)
+				if (l->multi_fds[i] >= 0)
+					close(l->multi_fds[i]);
+			l->multi_fds[0] = l->multi_fds[1] = -1;
+			l->nprobes = 0;
+		}
+		return err;
+	}
+	l->links = calloc((size_t)plan->nsites + 1, sizeof(*l->links));
 	if (!l->links)
 		return -ENOMEM;
-	raise_nofile(nsites * 2);
-	for (int i = 0; i < nsites && !err; i++) {
-		err = attach_one(l, l->attach_path, &sites[i], false);
-		if (!err && sites[i].retprobe)
-			err = attach_one(l, l->attach_path, &sites[i], true);
+	raise_nofile(plan->nsites);
+	for (int i = 0; i < plan->nsites && !err; i++) {
+		err = attach_one(l, path, &plan->sites[i], i);
 		if (err)
-			snprintf(why, whylen, "cannot attach a uprobe to %s+0x%x (%s): %s",
-				 sites[i].function->name, sites[i].offset_in_function, l->attach_path,
-				 strerror(-err));
+			snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", plan->sites[i].what, path,
+				 (unsigned long)plan->sites[i].file_offset, strerror(-err));
 	}
 	if (err) {
 		/* all or nothing: a half-probed target would give wrong figures */
 		destroy_all_links(l->links, l->nlinks);
 		l->nlinks = 0;
+		l->nprobes = 0;
 	}
 	return err;
 }
 
-void loader_set_attach_path(struct loader *l, const char *path)
+const char *loader_attach_mode(const struct loader *l)
 {
-	snprintf(l->attach_path, sizeof(l->attach_path), "%s", path);
+	return l->multi ? "uprobe_multi" : "perf events";
+}
+
+int loader_fd_count(const struct loader *l)
+{
+	return l->multi ? (l->multi_fds[0] >= 0) + (l->multi_fds[1] >= 0) : l->nlinks;
 }
 
 void loader_arm(struct loader *l)
@@ -238,6 +363,9 @@ void loader_close(struct loader *l)
 		return;
 	if (l->rb)
 		ring_buffer__free(l->rb);
+	for (int i = 0; i < 2; i++)
+		if (l->multi_fds[i] >= 0)
+			close(l->multi_fds[i]);
 	destroy_all_links(l->links, l->nlinks);
 	free(l->links);
 	if (l->stats)
@@ -248,7 +376,7 @@ void loader_close(struct loader *l)
 
 int loader_probe_count(const struct loader *l)
 {
-	return l->nlinks;
+	return l->nprobes;
 }
 
 uint64_t loader_map_memory(const struct loader *l)
@@ -352,5 +480,26 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 		key = next;
 		prev = &key;
 	}
+	return 0;
+}
+
+int loader_site_hits(const struct loader *l, uint32_t site, uint64_t *hits)
+{
+	int ncpus = libbpf_num_possible_cpus();
+	uint64_t *values;
+
+	if (ncpus <= 0)
+		return -EINVAL;
+	values = calloc((size_t)ncpus, sizeof(*values));
+	if (!values)
+		return -ENOMEM;
+	*hits = 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(l->skel->maps.site_hits), &site, values)) {
+		free(values);
+		return -errno;
+	}
+	for (int i = 0; i < ncpus; i++)
+		*hits += values[i];
+	free(values);
 	return 0;
 }

@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include "allocsites.h"
+#include "plan.h"
 #include "pytarget.h"
 #include "tmtrace.h"
 
@@ -18,17 +18,21 @@ struct loader_options {
 	bool count_all_frames;
 };
 
-/* Opens, configures and loads the BPF object for this target. */
-int loader_open(const struct py_target *t, const struct loader_options *opt, struct loader **out,
-		char *why, size_t whylen);
-/* Attaches all sites (entry, and return where needed); all or nothing. */
-int loader_attach(struct loader *l, const struct probe_site *sites, int nsites, char *why, size_t whylen);
-void loader_set_attach_path(struct loader *l, const char *path);
+/* Opens, configures and loads the BPF object for this target and plan. */
+int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
+		struct loader **out, char *why, size_t whylen);
+/* Attaches every site of the plan to the file at `path`; all or nothing. */
+int loader_attach(struct loader *l, const struct probe_plan *plan, const char *path, char *why, size_t whylen);
+/* How the probes are attached: "uprobe_multi" links, or one perf event each. */
+const char *loader_attach_mode(const struct loader *l);
+int loader_fd_count(const struct loader *l);
 /* Starts recording. */
 void loader_arm(struct loader *l);
 void loader_close(struct loader *l);
 
 int loader_probe_count(const struct loader *l);
+/* How often a site fired (summed over CPUs). */
+int loader_site_hits(const struct loader *l, uint32_t site, uint64_t *hits);
 /* Kernel memory the maps take, estimated from their sizes (bytes). */
 uint64_t loader_map_memory(const struct loader *l);
 

@@ -9,7 +9,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include "allocsites.h"
+#include "plan.h"
 #include "loader.h"
 #include "pytarget.h"
 #include "resolver.h"
@@ -19,11 +19,7 @@
 struct session {
 	const struct session_options *opt;
 	struct py_target target;
-	struct alloc_function functions[ALLOC_MAX_FUNCTIONS];
-	int nfunctions;
-	unsigned inlined[ALLOC_MAX_FUNCTIONS];
-	struct probe_site sites[ALLOC_MAX_FUNCTIONS];
-	int nsites;
+	struct probe_plan plan;
 	struct loader *loader;
 	struct resolver *resolver;
 	struct srcline_cache *sources;
@@ -52,29 +48,6 @@ static int fail(struct session *s, int err)
 	return 1;
 }
 
-static int find_sites(struct session *s)
-{
-	struct py_target *t = &s->target;
-	int err = alloc_functions_find(t->elf, t->pid, t->bias, s->functions, ALLOC_MAX_FUNCTIONS,
-				       &s->nfunctions);
-
-	if (err) {
-		snprintf(s->why, sizeof(s->why), "cannot find CPython's allocator functions in %s: %s",
-			 t->binary, strerror(-err));
-		return err;
-	}
-	for (int i = 0; i < s->nfunctions; i++) {
-		err = alloc_site_choose(t->elf, &s->functions[i], &s->sites[i]);
-		if (err) {
-			snprintf(s->why, sizeof(s->why), "cannot choose a probe site in %s: %s",
-				 s->functions[i].name, strerror(-err));
-			return err;
-		}
-	}
-	s->nsites = s->nfunctions;
-	return alloc_count_inlined(t->elf, s->functions, s->nfunctions, s->inlined);
-}
-
 static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *stack)
 {
 	struct session *s = ctx;
@@ -84,39 +57,74 @@ static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *s
 
 static void print_attach_notes(struct session *s)
 {
+	const struct probe_plan *p = &s->plan;
+	unsigned found = 0, probed = 0;
 	char size[32];
-	unsigned total_inlined = 0;
 
 	fprintf(stderr, "tmtrace: live-block capacity %" PRIu64 " blocks, %u tracebacks: about %s of kernel memory\n",
 		s->opt->max_blocks, s->opt->max_tracebacks,
 		tm_format_size(size, sizeof(size), (double)loader_map_memory(s->loader), false));
-	for (int i = 0; i < s->nsites; i++) {
-		const struct probe_site *p = &s->sites[i];
-
-		if (s->opt->verbose || !p->emulated)
-			fprintf(stderr, "tmtrace: %s probe %s+0x%x (%s)%s%s\n",
-				p->emulated ? "" : "warning:", p->function->name, p->offset_in_function,
-				p->insn, p->retprobe ? ", with uretprobe" : "",
-				p->emulated ? "" : ": single-stepped by the kernel, about 10 us per call");
-		if (p->function->hooked)
-			fprintf(stderr, "tmtrace: warning: %s is hooked in the target (tracemalloc or "
-				"PYTHONMALLOC=debug is active); figures may include the hook's own allocations\n",
-				p->function->wrapper);
+	for (int i = 0; i < p->nfns; i++) {
+		found += p->found[i];
+		probed += p->probed[i];
 	}
-	for (int i = 0; i < s->nfunctions; i++)
-		total_inlined += s->inlined[i];
-	if (total_inlined) {
-		char list[512] = "";
+	if (found) {
+		char list[1024] = "";
 		size_t used = 0;
 
-		for (int i = 0; i < s->nfunctions && used < sizeof(list); i++)
-			if (s->inlined[i])
-				used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s: %u",
-							 used ? ", " : "", s->functions[i].name, s->inlined[i]);
-		fprintf(stderr, "tmtrace: WARNING: this CPython build inlines its allocators (PGO): found %u "
-			"inlined copies (%s) that tmtrace does not probe; allocations through them are NOT "
-			"seen, so the figures below miss most of the process's memory\n",
-			total_inlined, list);
+		for (int i = 0; i < p->nfns && used < sizeof(list); i++)
+			if (p->found[i])
+				used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s %u/%u",
+							 used ? ", " : "", p->fns[i].name, p->probed[i], p->found[i]);
+		fprintf(stderr, "tmtrace: inlined allocator copies (PGO build): %u found, %u probed, %u not probed (%s)\n",
+			found, probed, found - probed, list);
+		if (found > probed) {
+			used = 0;
+			list[0] = '\0';
+			for (int v = 1; v < INLINED_VERDICTS && used < sizeof(list); v++)
+				if (p->verdicts[v])
+					used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%u %s",
+								 used ? ", " : "", p->verdicts[v], inlined_verdict_names[v]);
+			fprintf(stderr, "tmtrace: WARNING: %u inlined copies are not probed (%s): allocations "
+				"through them are not seen\n", found - probed, list);
+		}
+	}
+	if (p->no_predict[0])
+		fprintf(stderr, "tmtrace: pymalloc blocks taken from uretprobes, not predicted: %s\n", p->no_predict);
+	fprintf(stderr, "tmtrace: %d probes on %s, %d file descriptors\n", loader_probe_count(s->loader),
+		loader_attach_mode(s->loader), loader_fd_count(s->loader));
+	if (p->single_stepped) {
+		fprintf(stderr, "tmtrace: warning: %d probe sites are single-stepped by the kernel (about 10 us per hit):",
+			p->single_stepped);
+		for (int i = 0, shown = 0; i < p->nsites && shown < 8; i++)
+			if (!p->sites[i].emulated && !p->sites[i].uretprobe) {
+				fprintf(stderr, " %s (%s);", p->sites[i].what, p->sites[i].insn);
+				shown++;
+			}
+		fputc('\n', stderr);
+	}
+	for (int i = 0; i < p->nfns; i++)
+		if (p->fns[i].hooked)
+			fprintf(stderr, "tmtrace: warning: %s is hooked in the target (tracemalloc or "
+				"PYTHONMALLOC=debug is active)\n", p->fns[i].wrapper);
+	for (int i = 0; s->opt->verbose && i < p->nsites; i++) {
+		const struct probe_site *site = &p->sites[i];
+		static const char *roles[] = { "?", "predict", "entry", "return", "free", "newpool" };
+
+		fprintf(stderr, "tmtrace:   site %d: 0x%lx %s%s %s: %s (%s)\n", i, (unsigned long)site->vaddr,
+			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 6 ? site->bpf.role : 0],
+			site->emulated ? "emulated" : "single-stepped", site->what, site->insn);
+	}
+}
+
+/* --verbose, at exit: how often each site fired, busiest first. */
+static void print_site_hits(struct session *s)
+{
+	for (int i = 0; i < s->plan.nsites; i++) {
+		uint64_t hits = 0;
+
+		if (loader_site_hits(s->loader, (uint32_t)i, &hits) == 0 && hits)
+			fprintf(stderr, "tmtrace:   site %d hit %" PRIu64 " times: %s\n", i, hits, s->plan.sites[i].what);
 	}
 }
 
@@ -342,14 +350,13 @@ int session_run(const struct session_options *opt)
 		return code;
 	}
 	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
-	    (err = find_sites(s)) ||
+	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, &s->plan, s->why, sizeof(s->why))) ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
-	    (err = loader_open(&s->target, &lopt, &s->loader, s->why, sizeof(s->why)))) {
+	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {
 		code = fail(s, err);
 		goto out;
 	}
-	loader_set_attach_path(s->loader, s->target.open_path);
-	err = loader_attach(s->loader, s->sites, s->nsites, s->why, sizeof(s->why));
+	err = loader_attach(s->loader, &s->plan, s->target.open_path, s->why, sizeof(s->why));
 	if (err) {
 		code = fail(s, err);
 		goto out;
@@ -361,10 +368,13 @@ int session_run(const struct session_options *opt)
 	print_attach_notes(s);
 	err = event_loop(s);
 	code = err ? fail(s, err) : 0;
+	if (opt->verbose)
+		print_site_hits(s);
 out:
 	loader_close(s->loader);
 	resolver_free(s->resolver);
 	srcline_free(s->sources);
+	plan_free(&s->plan);
 	py_target_close(&s->target);
 	free(s);
 	return code;

@@ -27,6 +27,7 @@ enum tm_reg x86_gpr(x86_reg reg)
 	case X86_REG_R13: case X86_REG_R13D: case X86_REG_R13W: case X86_REG_R13B: return TM_REG_R13;
 	case X86_REG_R14: case X86_REG_R14D: case X86_REG_R14W: case X86_REG_R14B: return TM_REG_R14;
 	case X86_REG_R15: case X86_REG_R15D: case X86_REG_R15W: case X86_REG_R15B: return TM_REG_R15;
+	case X86_REG_RSP: case X86_REG_ESP: case X86_REG_SP: case X86_REG_SPL: return TM_REG_SP;
 	default: return TM_REG_NONE;
 	}
 }
@@ -91,4 +92,56 @@ bool x86_rip_target(const cs_insn *insn, uint64_t *addr)
 		}
 	}
 	return false;
+}
+
+int x86_code_open(struct x86_code *c, struct elf_file *ef)
+{
+	memset(c, 0, sizeof(*c));
+	if (x86_open(&c->cs))
+		return -1;
+	c->nviews = elf_exec_sections(ef, c->views, 16);
+	return 0;
+}
+
+void x86_code_close(struct x86_code *c)
+{
+	cs_close(&c->cs);
+}
+
+bool x86_decode(struct x86_code *c, uint64_t addr, cs_insn *insn)
+{
+	for (int v = 0; v < c->nviews; v++) {
+		const struct elf_section_view *view = &c->views[v];
+
+		if (addr < view->vaddr || addr >= view->vaddr + view->size)
+			continue;
+		const uint8_t *p = view->data + (addr - view->vaddr);
+		size_t left = view->size - (addr - view->vaddr);
+
+		return cs_disasm_iter(c->cs, &p, &left, &addr, insn);
+	}
+	return false;
+}
+
+bool x86_branch_target(const cs_insn *insn, uint64_t *target)
+{
+	const cs_x86 *x = &insn->detail->x86;
+
+	if (!x86_is_branch(insn) || x->op_count != 1 || x->operands[0].type != X86_OP_IMM)
+		return false;
+	*target = (uint64_t)x->operands[0].imm;
+	return true;
+}
+
+bool x86_is_jcc(const cs_insn *insn)
+{
+	switch (insn->id) {
+	case X86_INS_JAE: case X86_INS_JA: case X86_INS_JBE: case X86_INS_JB: case X86_INS_JE:
+	case X86_INS_JGE: case X86_INS_JG: case X86_INS_JLE: case X86_INS_JL: case X86_INS_JNE:
+	case X86_INS_JNO: case X86_INS_JNP: case X86_INS_JNS: case X86_INS_JO: case X86_INS_JP:
+	case X86_INS_JS:
+		return true;
+	default:
+		return false;
+	}
 }

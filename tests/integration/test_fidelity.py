@@ -89,6 +89,10 @@ def test_tracebacks_agree_with_tracemalloc_311():
     python = find_python(11)
     ref = reference(python, 5)
     report = measure(python, "-n", "5", "-k", "traceback")
+    compare_tracebacks(ref, report)
+
+
+def compare_tracebacks(ref, report):
     mine = {}
     for s in report["stats"]:
         key = tuple((f["filename"], f["lineno"]) for f in s["traceback"])
@@ -109,3 +113,21 @@ def test_tracebacks_agree_with_tracemalloc_311():
                             % (key, r["size"], r["count"], got[0], got[1]))
     check(compared >= 10, "only %d tracebacks compared" % compared)
     check(not problems, "tmtrace disagrees with tracemalloc:\n  " + "\n  ".join(problems))
+
+
+def test_lines_agree_with_tracemalloc_debian_pgo():
+    """Debian's static, stripped, PGO python3.11: most allocations run
+    through inlined copies of the allocator, which tmtrace probes."""
+    require_root()
+    python = find_python(11, pyenv=False)
+    ref = reference(python)
+    report = measure(python)
+    compare_lines(ref, report)
+
+
+def test_tracebacks_agree_with_tracemalloc_debian_pgo():
+    require_root()
+    python = find_python(11, pyenv=False)
+    ref = reference(python, 5)
+    report = measure(python, "-n", "5", "-k", "traceback")
+    compare_tracebacks(ref, report)

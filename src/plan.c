@@ -1,0 +1,242 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cfi.h"
+#include "plan.h"
+#include "regtrack.h"
+
+#define ENTRY_WALK_MAX 32
+
+static struct probe_site *new_site(struct probe_plan *p)
+{
+	if (p->nsites == p->cap) {
+		int cap = p->cap ? p->cap * 2 : 256;
+		struct probe_site *grown = realloc(p->sites, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			return NULL;
+		p->sites = grown;
+		p->cap = cap;
+	}
+	memset(&p->sites[p->nsites], 0, sizeof(p->sites[0]));
+	return &p->sites[p->nsites++];
+}
+
+static void describe(struct x86_code *code, struct probe_site *s)
+{
+	cs_insn *insn = cs_malloc(code->cs);
+
+	if (insn && x86_decode(code, s->vaddr, insn)) {
+		snprintf(s->insn, sizeof(s->insn), "%s %s", insn->mnemonic, insn->op_str);
+		s->emulated = x86_uprobe_emulated(insn);
+	}
+	if (insn)
+		cs_free(insn, 1);
+}
+
+static int finish_site(struct elf_file *ef, struct x86_code *code, struct probe_plan *p, struct probe_site *s)
+{
+	describe(code, s);
+	if (!s->emulated)
+		p->single_stepped++;
+	return elf_vaddr_to_offset(ef, s->vaddr, &s->file_offset);
+}
+
+/* The site of an out-of-line function: the first instruction the kernel
+ * emulates on the straight-line path from the entry where the operands are
+ * still known. With `need_return`, the stack pointer must not have moved
+ * (a uretprobe there finds the return address at [rsp]), which the CFI
+ * confirms when the binary has it. No such instruction: the entry itself,
+ * single-stepped. */
+static uint64_t function_site(struct x86_code *code, struct cfi *cfi, uint64_t entry, int kind,
+			      bool need_return, struct tm_operand *a, struct tm_operand *b)
+{
+	cs_insn *insn = cs_malloc(code->cs);
+	uint64_t addr = entry, site = entry;
+	bool need_a = kind != 0, need_b = kind == TM_CALL_CALLOC || kind == TM_CALL_REALLOC;
+	struct regtrack t;
+
+	regtrack_init(&t);
+	memset(a, 0, sizeof(*a));
+	memset(b, 0, sizeof(*b));
+	if (need_a)
+		regtrack_find(&t, TM_REG_SI, a);
+	if (need_b)
+		regtrack_find(&t, TM_REG_DX, b);
+	for (int i = 0; insn && i < ENTRY_WALK_MAX && x86_decode(code, addr, insn); i++) {
+		struct tm_operand oa = { 0 }, ob = { 0 };
+		int64_t cfa;
+
+		/* the arguments (ctx, a, b) arrived in %rdi, %rsi, %rdx */
+		if ((need_a && !regtrack_find(&t, TM_REG_SI, &oa)) ||
+		    (need_b && !regtrack_find(&t, TM_REG_DX, &ob)))
+			break;
+		if (x86_uprobe_emulated(insn)) {
+			if (need_return && (t.sp_delta != 0 ||
+					    (cfi && (cfi_sp_offset(cfi, insn->address, &cfa) || cfa != 8))))
+				break;
+			site = insn->address;
+			*a = oa;
+			*b = ob;
+			break;
+		}
+		if (x86_is_branch(insn) || !regtrack_step(code->cs, insn, &t) || (need_return && t.sp_delta))
+			break;
+		addr = insn->address + insn->size;
+	}
+	if (insn)
+		cs_free(insn, 1);
+	return site;
+}
+
+static int add_function_sites(struct elf_file *ef, struct x86_code *code, struct cfi *cfi, struct probe_plan *p,
+			      const struct alloc_function *fn, enum tm_role role)
+{
+	struct probe_site *s = new_site(p);
+	int entry = p->nsites - 1, err;
+	bool need_return = role == TM_ROLE_ENTRY || role == TM_ROLE_NEWPOOL;
+
+	if (!s)
+		return -ENOMEM;
+	s->bpf.role = (uint8_t)role;
+	s->bpf.kind = (uint8_t)fn->kind;
+	s->bpf.family = (uint8_t)fn->family;
+	s->vaddr = function_site(code, cfi, fn->vaddr, role == TM_ROLE_NEWPOOL ? 0 : fn->kind,
+				 need_return, &s->bpf.a, &s->bpf.b);
+	snprintf(s->what, sizeof(s->what), "%s+0x%lx", fn->name, (unsigned long)(s->vaddr - fn->vaddr));
+	err = finish_site(ef, code, p, s);
+	if (err || !need_return)
+		return err;
+	struct probe_site *r = new_site(p);
+	if (!r)
+		return -ENOMEM;
+	*r = p->sites[entry];
+	r->bpf.role = TM_ROLE_RETURN;
+	r->bpf.entry = (uint32_t)entry;
+	r->bpf.sp_delta = 8; /* ret popped the return address */
+	r->bpf.result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = TM_REG_AX };
+	memset(&r->bpf.a, 0, sizeof(r->bpf.a));
+	memset(&r->bpf.b, 0, sizeof(r->bpf.b));
+	r->uretprobe = true;
+	return 0;
+}
+
+static enum tm_role function_role(const struct alloc_function *fn, bool predict)
+{
+	if (fn->kind == TM_CALL_FREE)
+		return TM_ROLE_FREE;
+	/* (inlined pymalloc reallocs are TM_ROLE_REALLOC, see copy_role) */
+	if (fn->family == TM_FAMILY_PYMALLOC && fn->kind != TM_CALL_REALLOC && predict)
+		return TM_ROLE_PREDICT;
+	return TM_ROLE_ENTRY;
+}
+
+static int add_copy_sites(struct elf_file *ef, struct x86_code *code, struct probe_plan *p,
+			  const struct inlined_copy *c, uint64_t bias)
+{
+	const struct alloc_function *fn = &p->fns[c->function];
+	struct probe_site *s = new_site(p);
+	int entry = p->nsites - 1, err;
+
+	if (!s)
+		return -ENOMEM;
+	s->vaddr = c->site;
+	s->bpf.role = (uint8_t)function_role(fn, p->pm.usedpools != 0);
+	if (fn->family == TM_FAMILY_PYMALLOC && fn->kind == TM_CALL_REALLOC && p->pm.usedpools)
+		s->bpf.role = TM_ROLE_REALLOC;
+	s->bpf.kind = (uint8_t)fn->kind;
+	s->bpf.family = (uint8_t)fn->family;
+	s->bpf.guard_reg = (uint8_t)c->guard_reg;
+	s->bpf.guard_value = fn->vaddr + bias;
+	s->bpf.a = c->a;
+	s->bpf.b = c->b;
+	snprintf(s->what, sizeof(s->what), "inlined %s, guard at 0x%lx", fn->name, (unsigned long)c->cmp);
+	err = finish_site(ef, code, p, s);
+	if (err || !inlined_needs_result(fn, &p->pm))
+		return err;
+	struct probe_site *r = new_site(p);
+	if (!r)
+		return -ENOMEM;
+	r->vaddr = c->return_site;
+	r->bpf.role = TM_ROLE_RETURN;
+	r->bpf.kind = (uint8_t)fn->kind;
+	r->bpf.family = (uint8_t)fn->family;
+	r->bpf.entry = (uint32_t)entry;
+	r->bpf.sp_delta = c->sp_delta;
+	r->bpf.result = c->result;
+	snprintf(r->what, sizeof(r->what), "inlined %s, result of guard 0x%lx", fn->name, (unsigned long)c->cmp);
+	return finish_site(ef, code, p, r);
+}
+
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *p, char *why, size_t whylen)
+{
+	struct x86_code code;
+	struct cfi *cfi = NULL;
+	int err, obj_malloc = -1;
+
+	memset(p, 0, sizeof(*p));
+	err = alloc_functions_find(ef, pid, bias, p->fns, ALLOC_MAX_FUNCTIONS, &p->nfns);
+	if (err) {
+		snprintf(why, whylen, "cannot find CPython's allocator functions: %s", strerror(-err));
+		return err;
+	}
+	if (x86_code_open(&code, ef)) {
+		snprintf(why, whylen, "cannot start the disassembler");
+		return -EINVAL;
+	}
+	cfi_open(ef, &cfi); /* optional: without it, inlined results are not probed */
+
+	for (int i = 0; i < p->nfns; i++)
+		if (p->fns[i].family == TM_FAMILY_PYMALLOC && p->fns[i].kind == TM_CALL_MALLOC)
+			obj_malloc = i;
+	/* Prediction needs pymalloc's state where the code says it is, and a
+	 * live target whose usedpools[] looks as it should. */
+	if (obj_malloc < 0 || pymalloc_find(&code, p->fns[obj_malloc].vaddr, &p->pm))
+		snprintf(p->no_predict, sizeof(p->no_predict), "pymalloc's usedpools not found in the code");
+	else if (pid > 0 && pymalloc_check_live(pid, p->pm.usedpools + bias))
+		snprintf(p->no_predict, sizeof(p->no_predict), "usedpools at 0x%lx does not look like pymalloc's",
+			 (unsigned long)(p->pm.usedpools + bias));
+	if (p->no_predict[0])
+		memset(&p->pm, 0, sizeof(p->pm));
+
+	for (int i = 0; i < p->nfns && !err; i++)
+		err = add_function_sites(ef, &code, cfi, p, &p->fns[i], function_role(&p->fns[i], p->pm.usedpools));
+	if (!err && p->pm.usedpools) {
+		struct alloc_function newpool = { .kind = TM_CALL_MALLOC, .family = TM_FAMILY_PYMALLOC,
+						  .vaddr = p->pm.new_pool_fn };
+		const char *name = elf_symbol_at(ef, newpool.vaddr, NULL);
+
+		snprintf(newpool.name, sizeof(newpool.name), "%s", name ? name : "<allocate_from_new_pool>");
+		err = add_function_sites(ef, &code, cfi, p, &newpool, TM_ROLE_NEWPOOL);
+	}
+	if (!err)
+		err = inlined_find(&code, cfi, p->fns, p->nfns, &p->pm, &p->copies);
+	for (int i = 0; i < p->copies.count && !err; i++) {
+		const struct inlined_copy *c = &p->copies.copies[i];
+
+		p->found[c->function]++;
+		p->verdicts[c->verdict]++;
+		if (c->verdict != INLINED_OK)
+			continue;
+		p->probed[c->function]++;
+		err = add_copy_sites(ef, &code, p, c, bias);
+	}
+	if (err && !why[0])
+		snprintf(why, whylen, "cannot build the probe plan: %s", strerror(-err));
+	cfi_close(cfi);
+	x86_code_close(&code);
+	return err;
+}
+
+void plan_free(struct probe_plan *p)
+{
+	inlined_free(&p->copies);
+	free(p->sites);
+	memset(p, 0, sizeof(*p));
+}
+
+int plan_probe_count(const struct probe_plan *p)
+{
+	return p->nsites;
+}

@@ -1,0 +1,48 @@
+/* The probe plan of a target binary: every site tmtrace probes, out-of-line
+ * allocator functions and inlined copies alike, with what BPF does there,
+ * and what could not be probed. */
+#ifndef TMTRACE_PLAN_H
+#define TMTRACE_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "allocsites.h"
+#include "elffile.h"
+#include "inlined.h"
+#include "pymalloc.h"
+#include "tmtrace.h"
+
+struct probe_site {
+	struct tm_site bpf;
+	uint64_t vaddr;       /* file address space */
+	uint64_t file_offset; /* what the uprobe is attached at */
+	bool uretprobe;
+	bool emulated;        /* false: the kernel single-steps it (~10 us a hit) */
+	char insn[192];
+	char what[128];
+};
+
+struct probe_plan {
+	struct alloc_function fns[ALLOC_MAX_FUNCTIONS];
+	int nfns;
+	struct pymalloc_info pm;  /* usedpools 0: no prediction */
+	char no_predict[160];     /* why not, when not */
+	struct inlined_set copies;
+	unsigned found[ALLOC_MAX_FUNCTIONS];
+	unsigned probed[ALLOC_MAX_FUNCTIONS];
+	unsigned verdicts[INLINED_VERDICTS];
+	struct probe_site *sites;
+	int nsites, cap;
+	int single_stepped;
+};
+
+/* Builds the plan for the CPython binary `ef`. With pid > 0, the live
+ * target is read to check hooks and pymalloc's state (bias: load bias). */
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *plan,
+	       char *why, size_t whylen);
+void plan_free(struct probe_plan *plan);
+/* Number of probes (a uretprobe and an entry at one site count as two). */
+int plan_probe_count(const struct probe_plan *plan);
+
+#endif
