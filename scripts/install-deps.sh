@@ -7,7 +7,7 @@
 set -eu
 
 PACKAGES="make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev libdw-dev zlib1g-dev \
-libcapstone-dev libcunit1-dev util-linux procps"
+libcapstone-dev libcunit1-dev binutils util-linux procps"
 
 missing=""
 for p in $PACKAGES; do

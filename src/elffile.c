@@ -248,6 +248,40 @@ int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value)
 	return 0;
 }
 
+const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
+{
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+
+	while ((scn = elf_nextscn(ef->elf, scn))) {
+		Elf_Data *data, *symdata;
+		GElf_Shdr symsh;
+		Elf_Scn *symscn;
+
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_RELA || !sh.sh_entsize || !sh.sh_link)
+			continue;
+		data = elf_getdata(scn, NULL);
+		symscn = elf_getscn(ef->elf, sh.sh_link);
+		if (!data || !symscn || !gelf_getshdr(symscn, &symsh))
+			continue;
+		symdata = elf_getdata(symscn, NULL);
+		for (size_t i = 0; symdata && i < sh.sh_size / sh.sh_entsize; i++) {
+			GElf_Rela r;
+			GElf_Sym sym;
+			unsigned type;
+
+			if (!gelf_getrela(data, (int)i, &r) || r.r_offset != got_vaddr)
+				continue;
+			type = (unsigned)GELF_R_TYPE(r.r_info);
+			if ((type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT) ||
+			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), &sym))
+				return NULL;
+			return elf_strptr(ef->elf, symsh.sh_link, sym.st_name);
+		}
+	}
+	return NULL;
+}
+
 int elf_exec_sections(struct elf_file *ef, struct elf_section_view *views, size_t max)
 {
 	Elf_Scn *scn = NULL;

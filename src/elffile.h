@@ -33,6 +33,9 @@ int elf_read(const struct elf_file *ef, uint64_t vaddr, void *buf, size_t len);
 /* The value a pointer at vaddr has once relocated, minus the load bias:
  * the file's contents, or the addend of its R_X86_64_RELATIVE relocation. */
 int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value);
+/* The symbol a GOT slot is bound to (R_X86_64_JUMP_SLOT or GLOB_DAT
+ * relocations), e.g. "malloc" for malloc@plt's slot; NULL if none. */
+const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr);
 /* Executable sections (.text and friends), for disassembly; NULL when done. */
 int elf_exec_sections(struct elf_file *ef, struct elf_section_view *views, size_t max);
 /* Read-only data sections (.rodata). */

@@ -11,6 +11,7 @@ const char *const inlined_verdict_names[INLINED_VERDICTS] = {
 	[INLINED_FAST_PATH] = "fast path not recognized",
 	[INLINED_NO_MERGE] = "result join not proven",
 	[INLINED_STACK] = "stack pointer not proven",
+	[INLINED_RAW_ONLY] = "always large: seen through the raw copy it calls",
 };
 
 #define SLOW_PATH_MAX 24
@@ -223,6 +224,9 @@ static enum inlined_verdict check_fast_path(struct x86_code *code, uint64_t star
 				pool = TM_REG_NONE;
 			continue;
 		}
+		if (insn->id == X86_INS_CMP && pool == TM_REG_NONE && x->op_count == 2 && s->type == X86_OP_IMM &&
+		    ((uint64_t)s->imm == pm->raw_fns[0] || (uint64_t)s->imm == pm->raw_fns[1]))
+			return INLINED_RAW_ONLY; /* the compiler knew the size was large */
 		if (insn->id == X86_INS_CMP && next != TM_REG_NONE && x->op_count == 2 &&
 		    d->type == X86_OP_REG && s->type == X86_OP_REG) {
 			enum tm_reg r0 = x86_gpr(d->reg), r1 = x86_gpr(s->reg);
@@ -287,6 +291,117 @@ static bool calls_through(struct x86_code *code, const cs_insn *jcc, enum tm_reg
 	return false;
 }
 
+/* The libc function a direct call or jump reaches through its PLT stub
+ * (`jmp *GOT(%rip)`, after an endbr64), or NULL. */
+static const char *plt_callee(struct x86_code *code, struct elf_file *ef, uint64_t target, cs_insn *insn)
+{
+	for (int i = 0; i < 2 && x86_decode(code, target, insn); i++) {
+		uint64_t got;
+
+		if (insn->id == X86_INS_ENDBR64) {
+			target = insn->address + insn->size;
+			continue;
+		}
+		if (insn->id == X86_INS_JMP && x86_rip_target(insn, &got))
+			return elf_got_symbol(ef, got);
+		return NULL;
+	}
+	return NULL;
+}
+
+static const char *libc_name(enum tm_call_kind kind)
+{
+	switch (kind) {
+	case TM_CALL_MALLOC: return "malloc";
+	case TM_CALL_CALLOC: return "calloc";
+	case TM_CALL_REALLOC: return "realloc";
+	default: return "free";
+	}
+}
+
+/* A raw copy's fast path is a direct call of libc's function: its result
+ * is in %rax right after the call. The site is the first instruction the
+ * kernel emulates from there, with the result (or a copy) intact. A tail
+ * jump to it instead sets *tail to the jump (a uretprobe goes there).
+ * Conditional branches on the way (a zero-size special case) are passed
+ * by their fall-through; a call that takes the other way is counted as
+ * abandoned by BPF. */
+static enum inlined_verdict raw_fast_call(struct x86_code *code, struct elf_file *ef, uint64_t fast,
+					  enum tm_call_kind kind, uint64_t *site, enum tm_reg *reg,
+					  uint64_t *tail, cs_insn *insn)
+{
+	uint64_t addr = fast, target;
+	int jumps = 0;
+	bool found = false;
+
+	*tail = 0;
+	for (int i = 0; i < RESULT_WALK_MAX && !found && x86_decode(code, addr, insn); i++) {
+		bool call = insn->id == X86_INS_CALL;
+		uint64_t here = insn->address;
+
+		addr = insn->address + insn->size;
+		if ((call || insn->id == X86_INS_JMP) && x86_branch_target(insn, &target)) {
+			const char *name = plt_callee(code, ef, target, insn);
+
+			if (name && strcmp(name, libc_name(kind)) == 0) {
+				if (!call) {
+					*tail = here;
+					return INLINED_OK;
+				}
+				found = true;
+				continue;
+			}
+			if (call || jumps++ >= JUMPS_MAX)
+				return INLINED_NO_MERGE;
+			addr = target;
+			continue;
+		}
+		if (x86_is_jcc(insn))
+			continue;
+		if (x86_is_branch(insn))
+			return INLINED_NO_MERGE;
+		/* the tail-jump case may pop its frame first; a call may not */
+	}
+	if (!found)
+		return INLINED_NO_MERGE;
+	/* after the call: follow %rax to the first emulated instruction */
+	uint32_t holders = 1u << TM_REG_AX;
+
+	for (int i = 0; i < RESULT_WALK_MAX && x86_decode(code, addr, insn); i++) {
+		const cs_x86 *x = &insn->detail->x86;
+		cs_regs read, written;
+		uint8_t nread = 0, nwritten = 0;
+
+		if (x86_uprobe_emulated(insn)) {
+			*site = insn->address;
+			*reg = (holders & (1u << TM_REG_AX)) ? TM_REG_AX : TM_REG_NONE;
+			for (int r = 1; *reg == TM_REG_NONE && r < TM_REG_COUNT; r++)
+				if (holders & (1u << r))
+					*reg = (enum tm_reg)r;
+			return *reg == TM_REG_NONE ? INLINED_NO_MERGE : INLINED_OK;
+		}
+		if (x86_is_branch(insn) ||
+		    cs_regs_access(code->cs, insn, read, &nread, written, &nwritten) != CS_ERR_OK)
+			return INLINED_NO_MERGE;
+		bool copy = insn->id == X86_INS_MOV && x->op_count == 2 && x->operands[0].type == X86_OP_REG &&
+			    x->operands[1].type == X86_OP_REG && x->operands[0].size == 8 &&
+			    (holders & (1u << x86_gpr(x->operands[1].reg)));
+		for (int w = 0; w < nwritten; w++) {
+			enum tm_reg r = x86_gpr(written[w]);
+
+			if (r == TM_REG_SP)
+				return INLINED_NO_MERGE;
+			holders &= ~(1u << r);
+		}
+		if (copy)
+			holders |= 1u << x86_gpr(x->operands[0].reg);
+		if (!holders)
+			return INLINED_NO_MERGE;
+		addr = insn->address + insn->size;
+	}
+	return INLINED_NO_MERGE;
+}
+
 static enum tm_reg operand_reg(enum tm_call_kind kind, int which)
 {
 	/* PyMemAllocatorEx functions take (ctx, a, b) */
@@ -295,7 +410,7 @@ static enum tm_reg operand_reg(enum tm_call_kind kind, int which)
 	return (kind == TM_CALL_CALLOC || kind == TM_CALL_REALLOC) ? TM_REG_DX : TM_REG_NONE;
 }
 
-static void analyse(struct x86_code *code, struct cfi *cfi, const struct alloc_function *fn,
+static void analyse(struct x86_code *code, struct elf_file *ef, struct cfi *cfi, const struct alloc_function *fn,
 		    const struct pymalloc_info *pm, struct inlined_copy *c, const cs_insn *jcc, cs_insn *insn)
 {
 	uint64_t target, slow, fast, after = 0, join = 0;
@@ -322,8 +437,45 @@ static void analyse(struct x86_code *code, struct cfi *cfi, const struct alloc_f
 						     pm, insn);
 		return;
 	}
+	if (fn->family == TM_FAMILY_RAW) {
+		uint64_t tail;
+		enum tm_reg reg = TM_REG_NONE;
+
+		c->verdict = raw_fast_call(code, ef, fast, fn->kind, &c->return_site, &reg, &tail, insn);
+		if (c->verdict)
+			return;
+		if (!tail) {
+			c->result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = reg };
+			goto stack;
+		}
+		/* A tail jump to libc: the result goes to this function's
+		 * caller. At the jump the frame is gone and [rsp] is the
+		 * return address (CFA offset 8), so a uretprobe there
+		 * catches it; the stack pointer then is the CFA. */
+		if (!cfi || cfi_sp_offset(cfi, tail, &off_ret) || off_ret != 8 ||
+		    cfi_sp_offset(cfi, c->site, &off_site)) {
+			c->verdict = INLINED_STACK;
+			return;
+		}
+		c->return_site = tail;
+		c->return_uretprobe = true;
+		c->result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = TM_REG_AX };
+		c->sp_delta = (int32_t)off_site;
+		return;
+	}
 	if (!after) {
-		c->verdict = INLINED_NO_MERGE; /* a tail call: the result leaves the function */
+		/* A tail call: the result goes straight to this function's
+		 * caller. Where the stack pointer has not moved since the
+		 * entry, [rsp] is that caller's return address, and a
+		 * uretprobe at the guard itself catches the result. */
+		if (!cfi || cfi_sp_offset(cfi, c->site, &off_site) || off_site != 8) {
+			c->verdict = INLINED_NO_MERGE;
+			return;
+		}
+		c->return_site = c->site;
+		c->return_uretprobe = true;
+		c->result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = TM_REG_AX };
+		c->sp_delta = (int32_t)off_site; /* at the return, sp is the CFA */
 		return;
 	}
 	c->verdict = find_join(code, after, &join, &join_reg, insn);
@@ -332,6 +484,7 @@ static void analyse(struct x86_code *code, struct cfi *cfi, const struct alloc_f
 	if (c->verdict)
 		return;
 	c->result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = join_reg };
+stack:
 	/* The stack pointer at the return site against the guard's, from the
 	 * call-frame information: both must be known offsets from the CFA. */
 	if (!cfi || cfi_sp_offset(cfi, c->site, &off_site) || cfi_sp_offset(cfi, c->return_site, &off_ret)) {
@@ -341,7 +494,7 @@ static void analyse(struct x86_code *code, struct cfi *cfi, const struct alloc_f
 	c->sp_delta = (int32_t)(off_site - off_ret);
 }
 
-int inlined_find(struct x86_code *code, struct cfi *cfi, const struct alloc_function *fns, int nfns,
+int inlined_find(struct x86_code *code, struct elf_file *ef, struct cfi *cfi, const struct alloc_function *fns, int nfns,
 		 const struct pymalloc_info *pm, struct inlined_set *out)
 {
 	uint64_t lea_target[TM_REG_COUNT];
@@ -409,7 +562,7 @@ int inlined_find(struct x86_code *code, struct cfi *cfi, const struct alloc_func
 				.site = next->address,
 				.guard_reg = pointer,
 			};
-			analyse(code, cfi, &fns[f], pm, &c, next, work);
+			analyse(code, ef, cfi, &fns[f], pm, &c, next, work);
 			/* comparisons that are not guards (allocator
 			 * introspection) never call through the pointer */
 			if (c.verdict == INLINED_NO_CALL && !calls_through(code, next, pointer, work))

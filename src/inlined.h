@@ -19,6 +19,7 @@ enum inlined_verdict {
 	INLINED_FAST_PATH,     /* the fast path is not the pymalloc pop it should be */
 	INLINED_NO_MERGE,      /* where the result joins could not be proven */
 	INLINED_STACK,         /* the stack pointer at the join could not be proven */
+	INLINED_RAW_ONLY,      /* the size is always large: it goes to the raw domain's copy, probed */
 	INLINED_VERDICTS,
 };
 
@@ -33,6 +34,7 @@ struct inlined_copy {
 	uint64_t return_site;   /* where the result is (calls that need one) */
 	struct tm_operand result;
 	int32_t sp_delta;       /* stack pointer at return_site minus at site */
+	bool return_uretprobe;  /* a tail call: the result is caught by a uretprobe at the guard */
 	enum inlined_verdict verdict;
 };
 
@@ -44,7 +46,7 @@ struct inlined_set {
 /* Finds and analyses every copy of the functions in fns. `pm` (may have
  * usedpools 0) lets pymalloc malloc/calloc copies be verified for
  * prediction; `cfi` proves the stack pointer at return sites. */
-int inlined_find(struct x86_code *code, struct cfi *cfi, const struct alloc_function *fns, int nfns,
+int inlined_find(struct x86_code *code, struct elf_file *ef, struct cfi *cfi, const struct alloc_function *fns, int nfns,
 		 const struct pymalloc_info *pm, struct inlined_set *out);
 void inlined_free(struct inlined_set *s);
 

@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include "session.h"
+#include "sites_cmd.h"
 #include "tmtrace.h"
 
 #define TMTRACE_VERSION "0.1.0"
 
 static const char usage_text[] =
 	"Usage: tmtrace -p PID [options]\n"
+	"       tmtrace sites FILE      list the probe sites tmtrace would use in a\n"
+	"                               python executable or libpython, and why any\n"
+	"                               inlined allocator copy is not probed\n"
 	"\n"
 	"Attach to a running CPython process (3.8-3.13) and show, every few seconds,\n"
 	"the lines that hold the most live memory, exactly as tracemalloc counts it.\n"
@@ -113,6 +117,8 @@ int main(int argc, char **argv)
 	long v;
 	int c;
 
+	if (argc > 1 && strcmp(argv[1], "sites") == 0)
+		return sites_command(argc - 1, argv + 1);
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":p:i:t:d:n:k:vh", longopts, NULL)) != -1) {
 		switch (c) {

@@ -159,6 +159,7 @@ static int add_copy_sites(struct elf_file *ef, struct x86_code *code, struct pro
 	if (!r)
 		return -ENOMEM;
 	r->vaddr = c->return_site;
+	r->uretprobe = c->return_uretprobe;
 	r->bpf.role = TM_ROLE_RETURN;
 	r->bpf.kind = (uint8_t)fn->kind;
 	r->bpf.family = (uint8_t)fn->family;
@@ -199,6 +200,10 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 			 (unsigned long)(p->pm.usedpools + bias));
 	if (p->no_predict[0])
 		memset(&p->pm, 0, sizeof(p->pm));
+	for (int i = 0; i < p->nfns && p->pm.usedpools; i++)
+		if (p->fns[i].family == TM_FAMILY_RAW && p->fns[i].kind != TM_CALL_FREE &&
+		    p->fns[i].kind != TM_CALL_REALLOC)
+			p->pm.raw_fns[p->fns[i].kind == TM_CALL_CALLOC] = p->fns[i].vaddr;
 
 	for (int i = 0; i < p->nfns && !err; i++)
 		err = add_function_sites(ef, &code, cfi, p, &p->fns[i], function_role(&p->fns[i], p->pm.usedpools));
@@ -211,12 +216,14 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 		err = add_function_sites(ef, &code, cfi, p, &newpool, TM_ROLE_NEWPOOL);
 	}
 	if (!err)
-		err = inlined_find(&code, cfi, p->fns, p->nfns, &p->pm, &p->copies);
+		err = inlined_find(&code, ef, cfi, p->fns, p->nfns, &p->pm, &p->copies);
 	for (int i = 0; i < p->copies.count && !err; i++) {
 		const struct inlined_copy *c = &p->copies.copies[i];
 
 		p->found[c->function]++;
 		p->verdicts[c->verdict]++;
+		if (c->verdict == INLINED_RAW_ONLY)
+			p->covered[c->function]++;
 		if (c->verdict != INLINED_OK)
 			continue;
 		p->probed[c->function]++;

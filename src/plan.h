@@ -31,6 +31,7 @@ struct probe_plan {
 	struct inlined_set copies;
 	unsigned found[ALLOC_MAX_FUNCTIONS];
 	unsigned probed[ALLOC_MAX_FUNCTIONS];
+	unsigned covered[ALLOC_MAX_FUNCTIONS]; /* not probed, but seen through a nested probed copy */
 	unsigned verdicts[INLINED_VERDICTS];
 	struct probe_site *sites;
 	int nsites, cap;

@@ -19,6 +19,7 @@
 struct pymalloc_info {
 	uint64_t usedpools;   /* file address of usedpools[] */
 	uint64_t new_pool_fn; /* file address of allocate_from_new_pool() */
+	uint64_t raw_fns[2];  /* the raw domain's malloc and calloc, for copies that go straight there */
 };
 
 /* Reads both out of the default _PyObject_Malloc: the scaled load of

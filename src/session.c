@@ -58,7 +58,7 @@ static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *s
 static void print_attach_notes(struct session *s)
 {
 	const struct probe_plan *p = &s->plan;
-	unsigned found = 0, probed = 0;
+	unsigned found = 0, probed = 0, covered = 0;
 	char size[32];
 
 	fprintf(stderr, "tmtrace: live-block capacity %" PRIu64 " blocks, %u tracebacks: about %s of kernel memory\n",
@@ -67,6 +67,7 @@ static void print_attach_notes(struct session *s)
 	for (int i = 0; i < p->nfns; i++) {
 		found += p->found[i];
 		probed += p->probed[i];
+		covered += p->covered[i];
 	}
 	if (found) {
 		char list[1024] = "";
@@ -78,15 +79,18 @@ static void print_attach_notes(struct session *s)
 							 used ? ", " : "", p->fns[i].name, p->probed[i], p->found[i]);
 		fprintf(stderr, "tmtrace: inlined allocator copies (PGO build): %u found, %u probed, %u not probed (%s)\n",
 			found, probed, found - probed, list);
-		if (found > probed) {
+		if (covered)
+			fprintf(stderr, "tmtrace: %u of the copies not probed always take the raw allocator, "
+				"whose copies are probed\n", covered);
+		if (found > probed + covered) {
 			used = 0;
 			list[0] = '\0';
 			for (int v = 1; v < INLINED_VERDICTS && used < sizeof(list); v++)
-				if (p->verdicts[v])
+				if (p->verdicts[v] && v != INLINED_RAW_ONLY)
 					used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%u %s",
 								 used ? ", " : "", p->verdicts[v], inlined_verdict_names[v]);
 			fprintf(stderr, "tmtrace: WARNING: %u inlined copies are not probed (%s): allocations "
-				"through them are not seen\n", found - probed, list);
+				"through them are not seen\n", found - probed - covered, list);
 		}
 	}
 	if (p->no_predict[0])
