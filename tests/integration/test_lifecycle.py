@@ -97,3 +97,35 @@ def test_count_and_duration_stop_tmtrace():
         check(w.alive(), "the target died")
     finally:
         w.kill()
+
+
+def test_perf_event_fallback():
+    """Kernels before 6.6 have no uprobe_multi: one perf event per probe.
+    The same figures must come out of that path."""
+    require_root()
+    import os
+    w = Workload(find_python(11), "mix.py", "plain")
+    env = dict(os.environ, TMTRACE_NO_UPROBE_MULTI="1")
+    p = subprocess.Popen([TMTRACE, "-p", str(w.pid), "--format", "json", "-i", "0.5", "-t", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = p.stderr.readline()
+        check(first.startswith("tmtrace: attached"), "did not attach: %r" % first)
+        notes = [p.stderr.readline() for _ in range(2)]
+        check(any("on perf events" in n for n in notes), "not the perf-event path: %r" % notes)
+        w.go()
+        done = time.time()
+        while True:
+            import json
+            r = json.loads(p.stdout.readline())
+            if r["time"] > done + 0.2:
+                break
+        p.send_signal(signal.SIGINT)
+        check(p.wait(timeout=60) == 0, "tmtrace exited %d" % p.returncode)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        w.finish()
+    mine = {s["traceback"][0]["lineno"]: s["size"] for s in r["stats"]
+            if s["traceback"][0]["filename"].endswith("mix.py")}
+    check(sum(mine.values()) > 40 * 1024 * 1024, "the workload's 46 MB not seen: %r" % mine)
