@@ -16,3 +16,12 @@ int tm_format_statistic(char *buf, size_t len, const struct tm_statistic *st)
 	return format_statistic(buf, len, tb->nframe ? f->filename : "<unknown>", tb->nframe ? f->lineno : 0,
 				st->size, st->count);
 }
+
+int tm_format_statistic_diff(char *buf, size_t len, const struct tm_statistic_diff *st)
+{
+	const struct tm_traceback *tb = st->traceback;
+	const struct tm_frame *f = &tb->frames[tb->nframe ? tb->nframe - 1 : 0];
+
+	return format_statistic_diff(buf, len, tb->nframe ? f->filename : "<unknown>", tb->nframe ? f->lineno : 0,
+				     st->size, st->size_diff, st->count, st->count_diff);
+}

@@ -8,16 +8,19 @@
 
 struct tm_snapshot {
 	unsigned traceback_limit;
+	struct tm_snapshot_info info;
 	struct arena arena;        /* strings and tracebacks */
 	struct hashset strings;
 	struct hashset tracebacks;
+	uint32_t ntracebacks;
 	struct tm_trace *traces;
 	size_t ntraces, cap;
 };
 
 uint64_t tm_traceback_hash(const struct tm_frame *frames, uint32_t nframe, uint32_t total_nframe);
+/* Interns a traceback in `set`; a new one gets id (*next_id)++. */
 const struct tm_traceback *tm_intern_traceback(struct hashset *set, struct arena *arena,
 					       const struct tm_frame *frames, uint32_t nframe,
-					       uint32_t total_nframe);
+					       uint32_t total_nframe, uint32_t *next_id);
 
 #endif

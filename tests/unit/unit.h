@@ -10,5 +10,6 @@ void unit_fail(const char *file, unsigned line, const char *fmt, ...)
 
 void register_sizefmt_tests(void);
 void register_linetable_tests(void);
+void register_fnmatch_tests(void);
 
 #endif
