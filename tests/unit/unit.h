@@ -11,5 +11,7 @@ void unit_fail(const char *file, unsigned line, const char *fmt, ...)
 void register_sizefmt_tests(void);
 void register_linetable_tests(void);
 void register_fnmatch_tests(void);
+void register_snapfile_tests(void);
+void register_pickle_tests(void);
 
 #endif
