@@ -44,9 +44,13 @@ enum tm_key_type {
 	TM_KEY_TRACEBACK,
 };
 
+/* Sums of sizes: 128 bits, since Python's ints never overflow and a few
+ * traces of huge blocks would overflow 64. */
+typedef __int128 tm_sum_t;
+
 struct tm_statistic {
 	const struct tm_traceback *traceback; /* the key, owned by the result */
-	int64_t size;
+	tm_sum_t size;
 	int64_t count;
 };
 
@@ -93,9 +97,12 @@ void tm_statistics_free(struct tm_statistics *st);
  * count, traceback; descending). */
 struct tm_statistic_diff {
 	const struct tm_traceback *traceback;
-	int64_t size, size_diff;
+	tm_sum_t size, size_diff;
 	int64_t count, count_diff;
 };
+
+/* Writes v in decimal (a tm_sum_t does not fit printf); returns buf. */
+char *tm_sum_text(char *buf, size_t len, tm_sum_t v);
 
 struct tm_statistic_diffs {
 	struct tm_statistic_diff *diffs;

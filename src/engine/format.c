@@ -25,3 +25,23 @@ int tm_format_statistic_diff(char *buf, size_t len, const struct tm_statistic_di
 	return format_statistic_diff(buf, len, tb->nframe ? f->filename : "<unknown>", tb->nframe ? f->lineno : 0,
 				     st->size, st->size_diff, st->count, st->count_diff);
 }
+
+char *tm_sum_text(char *buf, size_t len, tm_sum_t v)
+{
+	char digits[48];
+	unsigned __int128 u = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
+	size_t n = 0;
+
+	do {
+		digits[n++] = (char)('0' + (int)(u % 10));
+		u /= 10;
+	} while (u);
+	size_t k = 0;
+	if (v < 0 && k + 1 < len)
+		buf[k++] = '-';
+	while (n && k + 1 < len)
+		buf[k++] = digits[--n];
+	if (len)
+		buf[k < len ? k : len - 1] = '\0';
+	return buf;
+}

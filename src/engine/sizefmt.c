@@ -45,9 +45,13 @@ char *format_size(char *buf, size_t buflen, double size, bool sign)
 	return buf; /* not reached: the last unit always formats */
 }
 
-static int bit_length_u64(uint64_t v)
+static int bit_length(unsigned __int128 v)
 {
-	return v ? 64 - __builtin_clzll(v) : 0;
+	uint64_t hi = (uint64_t)(v >> 64);
+
+	if (hi)
+		return 128 - __builtin_clzll(hi);
+	return v ? 64 - __builtin_clzll((uint64_t)v) : 0;
 }
 
 /* 2^e for a normal exponent, built from its bits: exact, and no libm needed. */
@@ -66,7 +70,7 @@ static double pow2(int e)
  * doubles, so plain division is already right; beyond that, a 55- or 56-bit
  * integer quotient plus a sticky remainder carries enough to round.
  */
-static double div_u64_exact(uint64_t a, uint64_t b)
+static double div_exact(unsigned __int128 a, uint64_t b)
 {
 	unsigned __int128 n = a, d = b, q, r;
 	uint64_t mant, rest, half;
@@ -75,15 +79,16 @@ static double div_u64_exact(uint64_t a, uint64_t b)
 	/* a == 0 too: it is exact, and the scaling below needs a set bit. */
 	if (!a || (a <= (1ULL << 53) && b <= (1ULL << 53)))
 		return (double)a / (double)b;
-	/* a * 2^k / b lands in (2^54, 2^56); n stays below 2^119. */
-	k = 55 - bit_length_u64(a) + bit_length_u64(b);
+	/* a * 2^k / b lands in (2^54, 2^56): n stays below 2^119 when k > 0,
+	 * and d below 2^128 - 55 when k < 0 */
+	k = 55 - bit_length(a) + bit_length(b);
 	if (k >= 0)
 		n <<= k;
 	else
 		d <<= -k;
 	q = n / d;
 	r = n % d;
-	drop = bit_length_u64((uint64_t)q) - 53;
+	drop = bit_length((uint64_t)q) - 53;
 	mant = (uint64_t)q >> drop;
 	rest = (uint64_t)q & ((1ULL << drop) - 1);
 	half = 1ULL << (drop - 1);
@@ -94,12 +99,12 @@ static double div_u64_exact(uint64_t a, uint64_t b)
 }
 
 /* Python's size / count on two ints (count != 0). */
-static double int_true_div(long long a, long long b)
+static double int_true_div(__int128 a, long long b)
 {
-	/* Magnitudes in uint64_t: -LLONG_MIN does not fit in long long. */
-	uint64_t ua = a < 0 ? -(uint64_t)a : (uint64_t)a;
+	/* Magnitudes unsigned: the most negative value has no positive twin. */
+	unsigned __int128 ua = a < 0 ? -(unsigned __int128)a : (unsigned __int128)a;
 	uint64_t ub = b < 0 ? -(uint64_t)b : (uint64_t)b;
-	double q = div_u64_exact(ua, ub);
+	double q = div_exact(ua, ub);
 
 	/* 0 / -5 is -0.0 in Python as in IEEE: the sign comes from both. */
 	return (a < 0) != (b < 0) ? -q : q;
@@ -109,7 +114,7 @@ static double int_true_div(long long a, long long b)
 #define SIZE_TEXT_MAX 64
 
 /* ", average=<size / count>", or nothing when count is 0. */
-static const char *format_average(char *buf, size_t buflen, long long size,
+static const char *format_average(char *buf, size_t buflen, __int128 size,
 				  long long count)
 {
 	char avg[SIZE_TEXT_MAX];
@@ -122,7 +127,7 @@ static const char *format_average(char *buf, size_t buflen, long long size,
 }
 
 int format_statistic(char *buf, size_t buflen, const char *filename,
-		     unsigned lineno, long long size, long long count)
+		     unsigned lineno, __int128 size, long long count)
 {
 	char size_text[SIZE_TEXT_MAX], avg_text[SIZE_TEXT_MAX + 16];
 
@@ -138,7 +143,7 @@ int format_statistic(char *buf, size_t buflen, const char *filename,
 }
 
 int format_statistic_diff(char *buf, size_t buflen, const char *filename,
-			  unsigned lineno, long long size, long long size_diff,
+			  unsigned lineno, __int128 size, __int128 size_diff,
 			  long long count, long long count_diff)
 {
 	char size_text[SIZE_TEXT_MAX], diff_text[SIZE_TEXT_MAX];

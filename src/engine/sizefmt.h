@@ -12,9 +12,9 @@ char *format_size(char *buf, size_t buflen, double size, bool sign);
 
 /* "<filename>:<lineno>: size=..., count=N, average=..." exactly as str(Statistic) in Lib/tracemalloc.py
  * (average omitted when count == 0). Returns the number of bytes written (like snprintf). */
-int format_statistic(char *buf, size_t buflen, const char *filename, unsigned lineno, long long size, long long count);
+int format_statistic(char *buf, size_t buflen, const char *filename, unsigned lineno, __int128 size, long long count);
 
 /* str(StatisticDiff): "<tb>: size=<new> (<+diff>), count=N (+d), average=..." */
-int format_statistic_diff(char *buf, size_t buflen, const char *filename, unsigned lineno, long long size, long long size_diff, long long count, long long count_diff);
+int format_statistic_diff(char *buf, size_t buflen, const char *filename, unsigned lineno, __int128 size, __int128 size_diff, long long count, long long count_diff);
 
 #endif

@@ -193,7 +193,7 @@ static int group(struct key_space *ks, const struct tm_snapshot *s, enum tm_key_
 		for (uint32_t k = 0; k < g->nkeys_of_tb[id]; k++) {
 			struct tm_statistic *st = &g->stats[g->keys_of[g->first[id] + k]];
 
-			st->size += (int64_t)t->size;
+			st->size += (tm_sum_t)t->size;
 			st->count += (int64_t)t->count;
 		}
 	}
@@ -275,6 +275,11 @@ void tm_statistics_free(struct tm_statistics *st)
 	memset(st, 0, sizeof(*st));
 }
 
+static unsigned __int128 abs_sum(tm_sum_t v)
+{
+	return v < 0 ? (unsigned __int128)0 - (unsigned __int128)v : (unsigned __int128)v;
+}
+
 static uint64_t abs64(int64_t v)
 {
 	return v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
@@ -286,8 +291,8 @@ static int diff_order(const void *pa, const void *pb)
 {
 	const struct tm_statistic_diff *a = pa, *b = pb;
 
-	if (abs64(a->size_diff) != abs64(b->size_diff))
-		return abs64(a->size_diff) > abs64(b->size_diff) ? -1 : 1;
+	if (abs_sum(a->size_diff) != abs_sum(b->size_diff))
+		return abs_sum(a->size_diff) > abs_sum(b->size_diff) ? -1 : 1;
 	if (a->size != b->size)
 		return a->size > b->size ? -1 : 1;
 	if (abs64(a->count_diff) != abs64(b->count_diff))
@@ -322,7 +327,8 @@ int tm_snapshot_compare(const struct tm_snapshot *new_snap, const struct tm_snap
 
 		if (in_new) {
 			const struct tm_statistic *s = &gn.stats[i];
-			int64_t old_size = in_old ? go.stats[i].size : 0, old_count = in_old ? go.stats[i].count : 0;
+			tm_sum_t old_size = in_old ? go.stats[i].size : 0;
+			int64_t old_count = in_old ? go.stats[i].count : 0;
 
 			*d = (struct tm_statistic_diff){ s->traceback, s->size, s->size - old_size, s->count,
 							 s->count - old_count };
