@@ -54,6 +54,7 @@ $(BUILD)/tmtrace: $(BUILD)/main.o $(TOOL_OBJS) $(BUILD)/libtmtrace.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 include tests/unit/unit.mk
+include tests/fuzz/fuzz.mk
 
 deps:
 	scripts/install-deps.sh
@@ -61,7 +62,8 @@ deps:
 # The README's test command: set-up included, so it works on a fresh machine.
 test:
 	scripts/install-deps.sh
-	$(MAKE) all unit-test unit-test-asan
+	$(MAKE) all unit-test unit-test-asan fuzz-replay
+	$(PYTHON) tests/engine/run.py
 	$(PYTHON) tests/integration/run.py
 
 demo:

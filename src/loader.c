@@ -466,21 +466,74 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx)
 
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 {
+	enum { BATCH = 8192 };
 	int fd = bpf_map__fd(l->skel->maps.live);
-	uint64_t key, next, *prev = NULL;
-	struct tm_block b;
-	int err;
+	uint64_t *keys = malloc(BATCH * sizeof(*keys));
+	struct tm_block *values = malloc(BATCH * sizeof(*values));
+	uint64_t in = 0, out = 0;
+	bool first = true, done = false;
+	int err = 0;
 
-	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
-		if (bpf_map_lookup_elem(fd, &next, &b) == 0) {
-			err = fn(ctx, next, &b);
-			if (err)
-				return err;
-		}
-		key = next;
-		prev = &key;
+	if (!keys || !values) {
+		free(keys);
+		free(values);
+		return -ENOMEM;
 	}
-	return 0;
+	/* one syscall per BATCH blocks rather than two per block */
+	while (!done && !err) {
+		__u32 count = BATCH;
+		int r = bpf_map_lookup_batch(fd, first ? NULL : &in, &out, keys, values, &count, NULL);
+
+		if (r && errno != ENOENT) {
+			err = -errno;
+			break;
+		}
+		done = r != 0;
+		for (__u32 i = 0; i < count && !err; i++)
+			err = fn(ctx, keys[i], &values[i]);
+		in = out;
+		first = false;
+	}
+	free(keys);
+	free(values);
+	return err;
+}
+
+void loader_reset_peak(struct loader *l)
+{
+	struct tm_totals *t = &l->skel->bss->totals;
+
+	__atomic_store_n(&t->peak, __atomic_load_n(&t->current, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
+int loader_clear(struct loader *l)
+{
+	int fd = bpf_map__fd(l->skel->maps.live);
+	struct tm_totals *t = &l->skel->bss->totals;
+	uint64_t key, next;
+	int err = 0;
+
+	/* Not recording while clearing: what is allocated meanwhile is not
+	 * traced, as with a clear_traces() that takes tracemalloc's lock. */
+	__atomic_store_n(&l->skel->bss->armed, 0, __ATOMIC_SEQ_CST);
+	while (bpf_map_get_next_key(fd, NULL, &next) == 0) {
+		key = next;
+		if (bpf_map_delete_elem(fd, &key) && errno != ENOENT) {
+			err = -errno;
+			break;
+		}
+	}
+	for (uint32_t id = 0; id < l->max_tracebacks && !err; id++) {
+		struct tm_traceback_stats zero = { 0, 0 };
+
+		if (l->stats[id].count || l->stats[id].size)
+			if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.traceback_stats), &id, &zero, BPF_ANY))
+				err = -errno;
+	}
+	__atomic_store_n(&t->current, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&t->peak, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&l->skel->bss->armed, 1, __ATOMIC_SEQ_CST);
+	return err;
 }
 
 int loader_site_hits(const struct loader *l, uint32_t site, uint64_t *hits)

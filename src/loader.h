@@ -47,8 +47,12 @@ int loader_events_fd(const struct loader *l);
 int loader_consume(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Walks the traceback map, for ids whose event was lost. */
 int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
-/* Every live block, for snapshots with addresses. */
+/* Every live block, for snapshots with addresses (batched map reads). */
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
+/* tracemalloc.reset_peak(): the peak becomes the current traced memory. */
+void loader_reset_peak(struct loader *l);
+/* tracemalloc.clear_traces(): forget every block and traceback total. */
+int loader_clear(struct loader *l);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "session.h"
+#include "report_cmd.h"
 #include "sites_cmd.h"
 #include "tmtrace.h"
 
@@ -14,6 +15,8 @@
 
 static const char usage_text[] =
 	"Usage: tmtrace -p PID [options]\n"
+	"       tmtrace report FILE [options]   statistics, differences, filters of a\n"
+	"                               saved snapshot (tmtrace report --help)\n"
 	"       tmtrace sites FILE      list the probe sites tmtrace would use in a\n"
 	"                               python executable or libpython, and why any\n"
 	"                               inlined allocator copy is not probed\n"
@@ -30,6 +33,16 @@ static const char usage_text[] =
 	"  -n, --nframe N         frames kept per traceback, 1-%d (default 1, as\n"
 	"                         PYTHONTRACEMALLOC=1)\n"
 	"  -k, --key-type KEY     group by lineno (default), filename or traceback\n"
+	"      --cumulative       cumulative statistics (lineno and filename keys)\n"
+	"      --compare WHICH    show differences against the first or previous\n"
+	"                         snapshot (WHICH: first, previous): finds leaks\n"
+	"      --include PATTERN[:LINE]  keep traces whose frame matches (fnmatch)\n"
+	"      --exclude PATTERN[:LINE]  drop traces whose frame matches\n"
+	"      --all-frames       filters look at every frame of a traceback\n"
+	"      --domain N         keep only domain N; --exclude-domain N drops it\n"
+	"  -o, --output FILE      write a snapshot of every live block to FILE at each\n"
+	"                         report and at exit (atomically): a tracemalloc pickle\n"
+	"                         if FILE ends in .pickle, else tmtrace's format\n"
 	"      --format FMT       text (default) or json (one object per line)\n"
 	"      --max-blocks N     live blocks tracked at once (default 1048576); the\n"
 	"                         kernel memory this costs is printed at attach time\n"
@@ -40,10 +53,20 @@ static const char usage_text[] =
 	"  -h, --help             this help\n"
 	"      --version          print the version\n"
 	"\n"
+	"While attached: SIGUSR1 (or the key s on a terminal) writes a snapshot now,\n"
+	"to the -o file or to tmtrace-PID-TIME.tmt; SIGUSR2 (or r) resets the peak, as\n"
+	"tracemalloc.reset_peak(); c clears the traces, as clear_traces(); q quits.\n"
 	"SIGINT or SIGTERM detaches and exits 0; the process keeps running unchanged.\n"
 	"Exit status: 0 on success, 1 on errors, 2 on usage errors.\n";
 
 enum {
+	OPT_CUMULATIVE = 900,
+	OPT_COMPARE,
+	OPT_INCLUDE,
+	OPT_EXCLUDE,
+	OPT_ALL_FRAMES,
+	OPT_DOMAIN,
+	OPT_EXCLUDE_DOMAIN,
 	OPT_COUNT = 1000,
 	OPT_FORMAT,
 	OPT_MAX_BLOCKS,
@@ -54,10 +77,7 @@ enum {
 
 static int usage_error(const char *fmt, const char *arg)
 {
-	fprintf(stderr, "tmtrace: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, " (see tmtrace --help)\n");
-	return 2;
+	return cli_usage_error(fmt, arg);
 }
 
 static int parse_long(const char *s, long min, long max, long *out)
@@ -96,6 +116,14 @@ int main(int argc, char **argv)
 		{ "duration", required_argument, NULL, 'd' },
 		{ "nframe", required_argument, NULL, 'n' },
 		{ "key-type", required_argument, NULL, 'k' },
+		{ "cumulative", no_argument, NULL, OPT_CUMULATIVE },
+		{ "compare", required_argument, NULL, OPT_COMPARE },
+		{ "include", required_argument, NULL, OPT_INCLUDE },
+		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
+		{ "all-frames", no_argument, NULL, OPT_ALL_FRAMES },
+		{ "domain", required_argument, NULL, OPT_DOMAIN },
+		{ "exclude-domain", required_argument, NULL, OPT_EXCLUDE_DOMAIN },
+		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "max-blocks", required_argument, NULL, OPT_MAX_BLOCKS },
 		{ "max-tracebacks", required_argument, NULL, OPT_MAX_TRACEBACKS },
@@ -119,8 +147,10 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "sites") == 0)
 		return sites_command(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "report") == 0)
+		return report_command(argc - 1, argv + 1);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":p:i:t:d:n:k:vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":p:i:t:d:n:k:o:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			if (parse_long(optarg, 1, INT_MAX, &v))
@@ -151,14 +181,35 @@ int main(int argc, char **argv)
 			opt.nframe = (unsigned)v;
 			break;
 		case 'k':
-			if (!strcmp(optarg, "lineno"))
-				opt.key = TM_KEY_LINENO;
-			else if (!strcmp(optarg, "filename"))
-				opt.key = TM_KEY_FILENAME;
-			else if (!strcmp(optarg, "traceback"))
-				opt.key = TM_KEY_TRACEBACK;
-			else
+			if (cli_parse_key(optarg, &opt.key))
 				return usage_error("invalid key type: '%s' (lineno, filename or traceback)", optarg);
+			break;
+		case OPT_CUMULATIVE:
+			opt.cumulative = true;
+			break;
+		case OPT_COMPARE:
+			if (!strcmp(optarg, "first"))
+				opt.compare = COMPARE_FIRST;
+			else if (!strcmp(optarg, "previous"))
+				opt.compare = COMPARE_PREVIOUS;
+			else
+				return usage_error("invalid --compare: '%s' (first or previous)", optarg);
+			break;
+		case OPT_INCLUDE:
+		case OPT_EXCLUDE:
+			if (cli_add_filter(&opt.filters, c == OPT_INCLUDE, optarg))
+				return usage_error("invalid filter: '%s'", optarg);
+			break;
+		case OPT_ALL_FRAMES:
+			opt.filters.all_frames = true;
+			break;
+		case OPT_DOMAIN:
+		case OPT_EXCLUDE_DOMAIN:
+			if (cli_add_domain_filter(&opt.filters, c == OPT_DOMAIN, optarg))
+				return usage_error("invalid domain: '%s'", optarg);
+			break;
+		case 'o':
+			opt.output = optarg;
 			break;
 		case OPT_FORMAT:
 			if (!strcmp(optarg, "text"))
@@ -200,5 +251,8 @@ int main(int argc, char **argv)
 		return usage_error("unexpected argument '%s'", argv[optind]);
 	if (!opt.pid)
 		return usage_error("%s", "no process given: -p PID is required");
+	if (opt.cumulative && opt.key == TM_KEY_TRACEBACK)
+		return usage_error("%s", "--cumulative works with the lineno and filename keys only");
+	cli_finish_filters(&opt.filters);
 	return session_run(&opt);
 }

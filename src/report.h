@@ -10,7 +10,7 @@
 #include "srcline.h"
 #include "tmtrace/engine.h"
 
-enum report_format { REPORT_TEXT, REPORT_JSON };
+enum report_format { REPORT_TEXT, REPORT_JSON, REPORT_TRACEMALLOC };
 
 struct lost_counter {
 	const char *name;
@@ -29,6 +29,9 @@ struct report {
 	double time;                    /* unix seconds */
 	int64_t current, peak;          /* traced memory */
 	const struct tm_statistics *stats;
+	const struct tm_statistic_diffs *diffs; /* instead of stats: compare_to() */
+	const char *compared_with;      /* text header of a comparison, e.g. "first snapshot" */
+	const char *title;              /* header line instead of the live one (reports of files) */
 	const struct lost_counter *lost;
 	int nlost;
 };

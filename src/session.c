@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 #include "plan.h"
@@ -23,6 +24,7 @@ struct session {
 	struct loader *loader;
 	struct resolver *resolver;
 	struct srcline_cache *sources;
+	struct tm_snapshot *first, *previous; /* --compare: aggregated, filtered */
 	char why[1024];
 };
 
@@ -132,6 +134,98 @@ static void print_site_hits(struct session *s)
 	}
 }
 
+/* The resolved traceback of BPF id `id`, interned in `snap`; <unknown>
+ * when BPF never reported it even after a walk of its map. */
+static const struct tm_traceback *snapshot_traceback(struct session *s, struct tm_snapshot *snap, uint32_t id,
+						     bool *recovered)
+{
+	const struct resolved_traceback *rtb = resolver_get(s->resolver, id);
+	struct tm_frame frames[TM_MAX_NFRAME];
+
+	if (!rtb && id && !*recovered) {
+		/* its ring-buffer event was lost: the map still has it */
+		loader_each_traceback(s->loader, on_new_traceback, s);
+		*recovered = true;
+		rtb = resolver_get(s->resolver, id);
+	}
+	if (!rtb) {
+		frames[0] = (struct tm_frame){ tm_snapshot_intern(snap, "<unknown>"), 0 };
+		return frames[0].filename ? tm_snapshot_traceback(snap, frames, 1, 1) : NULL;
+	}
+	for (uint32_t i = 0; i < rtb->nframe; i++) {
+		frames[i].filename = tm_snapshot_intern(snap, rtb->frames[i].filename);
+		frames[i].lineno = rtb->frames[i].lineno;
+		if (!frames[i].filename)
+			return NULL;
+	}
+	return tm_snapshot_traceback(snap, frames, rtb->nframe, rtb->total_nframe);
+}
+
+static void fill_info(struct session *s, struct tm_snapshot *snap)
+{
+	const struct tm_totals *tot = loader_totals(s->loader);
+	struct tm_snapshot_info *info = tm_snapshot_info(snap);
+
+	info->pid = s->target.pid;
+	snprintf(info->python, sizeof(info->python), "%s", s->target.version);
+	info->time = now_real();
+	info->traced_current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
+	info->traced_peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+}
+
+struct block_snapshot {
+	struct session *s;
+	struct tm_snapshot *snap;
+	const struct tm_traceback **by_id;
+	uint32_t limit;
+	bool recovered;
+};
+
+static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
+{
+	struct block_snapshot *bs = ctx;
+	uint32_t id = b->traceback_id < bs->limit ? b->traceback_id : 0;
+	struct tm_trace t = { .address = address, .size = b->size, .count = 1, .domain = b->domain };
+
+	if (!bs->by_id[id])
+		bs->by_id[id] = snapshot_traceback(bs->s, bs->snap, id, &bs->recovered);
+	if (!bs->by_id[id])
+		return -ENOMEM;
+	t.traceback = bs->by_id[id];
+	return tm_snapshot_add_trace(bs->snap, &t);
+}
+
+/* A snapshot of every live block, with its address: what -o and SIGUSR1
+ * write, as tracemalloc.take_snapshot() would. */
+static int write_snapshot(struct session *s, const char *path)
+{
+	struct block_snapshot bs = { .s = s, .limit = loader_traceback_limit(s->loader) };
+	size_t len = strlen(path);
+	enum tm_file_format fmt = len >= 7 && !strcmp(path + len - 7, ".pickle") ? TM_FORMAT_PICKLE
+										 : TM_FORMAT_TMTRACE;
+	char why[512] = "";
+	int err;
+
+	loader_consume(s->loader, on_new_traceback, s);
+	bs.snap = tm_snapshot_new(s->opt->nframe);
+	bs.by_id = calloc(bs.limit, sizeof(*bs.by_id));
+	if (!bs.snap || !bs.by_id) {
+		err = -ENOMEM;
+		goto out;
+	}
+	err = loader_each_block(s->loader, add_block, &bs);
+	if (!err) {
+		fill_info(s, bs.snap);
+		err = tm_snapshot_write(bs.snap, path, fmt, s->target.minor, why, sizeof(why));
+	}
+	if (err)
+		fprintf(stderr, "tmtrace: cannot write snapshot %s: %s\n", path, why[0] ? why : strerror(-err));
+out:
+	free(bs.by_id);
+	tm_snapshot_free(bs.snap);
+	return err;
+}
+
 /* An aggregated snapshot: one trace per BPF traceback, from the running
  * per-traceback totals (no walk over live blocks needed). */
 static int build_snapshot(struct session *s, struct tm_snapshot **out)
@@ -140,7 +234,6 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 	uint32_t limit = loader_traceback_limit(s->loader);
 	uint64_t next = __atomic_load_n(&tot->next_traceback_id, __ATOMIC_RELAXED) + 1;
 	struct tm_snapshot *snap = tm_snapshot_new(s->opt->nframe);
-	struct tm_frame frames[TM_MAX_NFRAME];
 	bool recovered = false;
 	int err = 0;
 
@@ -150,7 +243,6 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		next = limit;
 	for (uint32_t id = 0; id < next && !err; id++) {
 		const struct tm_traceback_stats *st = loader_traceback_stats(s->loader, id);
-		const struct resolved_traceback *rtb;
 		struct tm_trace trace = { 0 };
 		int64_t size, count;
 
@@ -160,23 +252,7 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		count = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
 		if (count <= 0)
 			continue;
-		rtb = resolver_get(s->resolver, id);
-		if (!rtb && id && !recovered) {
-			/* its ring-buffer event was lost: the map still has it */
-			loader_each_traceback(s->loader, on_new_traceback, s);
-			recovered = true;
-			rtb = resolver_get(s->resolver, id);
-		}
-		if (rtb) {
-			for (uint32_t i = 0; i < rtb->nframe; i++) {
-				frames[i].filename = tm_snapshot_intern(snap, rtb->frames[i].filename);
-				frames[i].lineno = rtb->frames[i].lineno;
-			}
-			trace.traceback = tm_snapshot_traceback(snap, frames, rtb->nframe, rtb->total_nframe);
-		} else {
-			frames[0] = (struct tm_frame){ tm_snapshot_intern(snap, "<unknown>"), 0 };
-			trace.traceback = tm_snapshot_traceback(snap, frames, 1, 1);
-		}
+		trace.traceback = snapshot_traceback(s, snap, id, &recovered);
 		if (!trace.traceback) {
 			err = -ENOMEM;
 			break;
@@ -185,10 +261,19 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		trace.count = (uint64_t)count;
 		err = tm_snapshot_add_trace(snap, &trace);
 	}
+	if (!err && s->opt->filters.n) {
+		struct tm_snapshot *filtered = tm_snapshot_filter(snap, s->opt->filters.f, s->opt->filters.n);
+
+		tm_snapshot_free(snap);
+		snap = filtered;
+		if (!snap)
+			return -ENOMEM;
+	}
 	if (err) {
 		tm_snapshot_free(snap);
 		return err;
 	}
+	fill_info(s, snap);
 	*out = snap;
 	return 0;
 }
@@ -198,14 +283,20 @@ static int print_report(struct session *s)
 	static const char *names[] = TM_LOST_NAMES;
 	const struct tm_totals *tot = loader_totals(s->loader);
 	struct lost_counter lost[TM_LOST_COUNT + 1];
-	struct tm_statistics stats;
-	struct tm_snapshot *snap;
+	struct tm_statistics stats = { 0 };
+	struct tm_statistic_diffs diffs = { 0 };
+	struct tm_snapshot *snap, *base = NULL;
 	struct report r = { 0 };
 	int err = build_snapshot(s, &snap);
 
 	if (err)
 		return err;
-	err = tm_snapshot_statistics(snap, s->opt->key, false, &stats);
+	if (s->opt->compare == COMPARE_FIRST)
+		base = s->first ? s->first : snap;
+	else if (s->opt->compare == COMPARE_PREVIOUS)
+		base = s->previous ? s->previous : snap;
+	err = base ? tm_snapshot_compare(snap, base, s->opt->key, s->opt->cumulative, &diffs)
+		   : tm_snapshot_statistics(snap, s->opt->key, s->opt->cumulative, &stats);
 	if (err) {
 		tm_snapshot_free(snap);
 		return err;
@@ -224,12 +315,27 @@ static int print_report(struct session *s)
 	r.current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
 	r.peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
 	r.stats = &stats;
+	if (base) {
+		r.diffs = &diffs;
+		r.compared_with = s->opt->compare == COMPARE_FIRST ? "first snapshot" : "previous snapshot";
+	}
 	r.lost = lost;
 	r.nlost = TM_LOST_COUNT + 1;
 	srcline_refresh(s->sources);
 	report_print(&r);
 	tm_statistics_free(&stats);
-	tm_snapshot_free(snap);
+	tm_statistic_diffs_free(&diffs);
+	/* keep what later comparisons need */
+	if (!s->first && s->opt->compare == COMPARE_FIRST) {
+		s->first = snap;
+	} else if (s->opt->compare == COMPARE_PREVIOUS) {
+		tm_snapshot_free(s->previous);
+		s->previous = snap;
+	} else {
+		tm_snapshot_free(snap);
+	}
+	if (s->opt->output)
+		write_snapshot(s, s->opt->output);
 	return 0;
 }
 
@@ -240,12 +346,51 @@ static int open_signals(sigset_t *set)
 	sigaddset(set, SIGTERM);
 	sigaddset(set, SIGHUP);
 	sigaddset(set, SIGPIPE);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGUSR2);
 	if (sigprocmask(SIG_BLOCK, set, NULL))
 		return -errno;
 	return signalfd(-1, set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-enum { EV_RING = 1, EV_SIGNAL, EV_TARGET };
+enum { EV_RING = 1, EV_SIGNAL, EV_TARGET, EV_KEY };
+
+/* SIGUSR1 and the `s` key: a snapshot now, to -o's file or
+ * tmtrace-PID-TIME.tmt. */
+static void snapshot_now(struct session *s)
+{
+	char name[128];
+	const char *path = s->opt->output;
+
+	if (!path) {
+		snprintf(name, sizeof(name), "tmtrace-%d-%ld.tmt", (int)s->target.pid, (long)now_real());
+		path = name;
+	}
+	if (write_snapshot(s, path) == 0)
+		fprintf(stderr, "tmtrace: snapshot written to %s\n", path);
+}
+
+/* A key typed on the terminal: s(napshot), r(eset peak), c(lear), q(uit).
+ * Returns true to quit. */
+static bool on_key(struct session *s, char key)
+{
+	switch (key) {
+	case 's':
+		snapshot_now(s);
+		break;
+	case 'r':
+		loader_reset_peak(s->loader);
+		fprintf(stderr, "tmtrace: peak reset\n");
+		break;
+	case 'c':
+		if (loader_clear(s->loader) == 0)
+			fprintf(stderr, "tmtrace: traces cleared\n");
+		break;
+	case 'q':
+		return true;
+	}
+	return false;
+}
 
 static int watch(int ep, int fd, int what)
 {
@@ -264,14 +409,25 @@ static int event_loop(struct session *s)
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	long reports = 0;
 	int err = 0;
+	struct termios saved;
+	bool keys = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
 
+	if (keys) {
+		/* one key at a time, not echoed; restored on the way out */
+		struct termios raw = saved;
+
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		raw.c_cc[VMIN] = 1;
+		raw.c_cc[VTIME] = 0;
+		keys = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+	}
 	if (sfd < 0 || ep < 0) {
 		snprintf(s->why, sizeof(s->why), "cannot set up the event loop: %s", strerror(errno));
 		return -errno;
 	}
 	loader_consume(s->loader, on_new_traceback, s);
 	if (watch(ep, loader_events_fd(s->loader), EV_RING) || watch(ep, sfd, EV_SIGNAL) ||
-	    (pidfd >= 0 && watch(ep, pidfd, EV_TARGET))) {
+	    (pidfd >= 0 && watch(ep, pidfd, EV_TARGET)) || (keys && watch(ep, STDIN_FILENO, EV_KEY))) {
 		snprintf(s->why, sizeof(s->why), "cannot set up the event loop: %s", strerror(errno));
 		return -errno;
 	}
@@ -297,8 +453,19 @@ static int event_loop(struct session *s)
 			} else if (evs[i].data.u32 == EV_SIGNAL) {
 				struct signalfd_siginfo si;
 
-				if (read(sfd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGPIPE)
+				if (read(sfd, &si, sizeof(si)) != sizeof(si) || si.ssi_signo == SIGPIPE)
+					continue;
+				if (si.ssi_signo == SIGUSR1)
+					snapshot_now(s);
+				else if (si.ssi_signo == SIGUSR2)
+					loader_reset_peak(s->loader);
+				else
 					goto out; /* detach */
+			} else if (evs[i].data.u32 == EV_KEY) {
+				char key;
+
+				if (read(STDIN_FILENO, &key, 1) == 1 && on_key(s, key))
+					goto out;
 			} else if (evs[i].data.u32 == EV_TARGET) {
 				fprintf(stderr, "tmtrace: process %d exited\n", (int)s->target.pid);
 				goto out;
@@ -321,6 +488,10 @@ static int event_loop(struct session *s)
 			break;
 	}
 out:
+	if (keys)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	if (s->opt->output)
+		write_snapshot(s, s->opt->output);
 	if (err)
 		snprintf(s->why, sizeof(s->why), "%s", strerror(-err));
 	close(ep);
@@ -378,6 +549,8 @@ out:
 	loader_close(s->loader);
 	resolver_free(s->resolver);
 	srcline_free(s->sources);
+	tm_snapshot_free(s->first);
+	tm_snapshot_free(s->previous);
 	plan_free(&s->plan);
 	py_target_close(&s->target);
 	free(s);

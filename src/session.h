@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "cliopts.h"
 #include "report.h"
 
 struct session_options {
@@ -16,6 +17,10 @@ struct session_options {
 	unsigned nframe;
 	enum report_format format;
 	enum tm_key_type key;
+	bool cumulative;
+	struct cli_filters filters;
+	enum { COMPARE_NONE, COMPARE_FIRST, COMPARE_PREVIOUS } compare;
+	const char *output;     /* -o: snapshot file written at every report and at exit */
 	uint64_t max_blocks;
 	uint32_t max_tracebacks;
 	bool count_all_frames;

@@ -80,7 +80,9 @@ static void load(struct srcline_cache *c, struct source_file *f)
 	FILE *fp;
 	size_t len = 0, cap = 0;
 
-	if (f->name[0] == '/')
+	if (c->pid == 0)
+		snprintf(path, sizeof(path), "%s", f->name); /* this machine's files, as linecache reads them */
+	else if (f->name[0] == '/')
 		snprintf(path, sizeof(path), "/proc/%d/root%s", (int)c->pid, f->name);
 	else
 		snprintf(path, sizeof(path), "/proc/%d/cwd/%s", (int)c->pid, f->name);

@@ -6,6 +6,7 @@
 
 struct srcline_cache;
 
+/* pid 0: files as this process sees them (reports of saved snapshots). */
 struct srcline_cache *srcline_new(pid_t pid);
 void srcline_free(struct srcline_cache *c);
 /* Line `lineno` of `filename`, stripped of surrounding white space as
