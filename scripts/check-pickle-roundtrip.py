@@ -348,7 +348,8 @@ def check(pythons, keep):
         # This interpreter's own dumps, and the newest interpreter's ones
         # (from 3.8's, when this is the newest: 3-tuples becoming 4-tuples).
         other = newest if newest[0] != py else min(gens, key=lambda g: g[1])
-        for src_minor, group in ((minor, cases), (other[1], other[3])):
+        groups = [(minor, cases)] + ([(other[1], other[3])] if other[0] != py else [])
+        for src_minor, group in groups:
             for c in group:
                 out = "%s.for%d.%s.out" % (c["path"], minor, os.path.basename(py) + str(abs(hash(py)) % 10000))
                 err = rewrite(c["path"], out, minor)

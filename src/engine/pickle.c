@@ -4,8 +4,10 @@
  * Instead of building Python objects, every value on its stack is already
  * typed by what it can be in that graph: a tuple (str, int) is a frame, a
  * tuple of frames is a traceback, (int, int, traceback[, int|None]) is a
- * trace, and traces go straight into the snapshot when APPENDed. Nothing is
- * ever called or imported: the only globals accepted are the two classes.
+ * trace, which goes into the snapshot as soon as it is made (the list then
+ * only says which traces, in which order). Nothing is ever called or
+ * imported: the only globals accepted are the two classes. The opcodes of
+ * a trace, a million times over, have a fast path (see fast_trace()).
  *
  * Writing: the C pickler's output, reproduced opcode for opcode, including
  * its memo numbering and where it cuts 64 KiB frames, so that a snapshot
@@ -294,8 +296,9 @@ struct parser {
 	size_t marks[MAX_MARKS];
 	size_t nmarks;
 
-	/* The memo maps an index to a reference: MEMO_TB | a tbslot,
-	 * MEMO_TRACE | a trace, 1 + a value in `pool`, or 0 (never stored). A
+	/* The memo maps an index to a reference: MEMO_TB | a traceback's
+	 * number, MEMO_TRACE | a trace's index in the snapshot, 1 + a value in
+	 * `pool`, or 0 (never stored). A
 	 * million traces pick among thousands of traceback tuples at random
 	 * through the memo: with 4-byte references to a dense array of tuples,
 	 * what they touch stays in cache, which 24-byte values interleaved with
@@ -1084,7 +1087,7 @@ static int run(struct parser *p)
 		if (p->pos == p->end)
 			return fail(p, "truncated: no STOP");
 		op = *p->pos++;
-		/* A trace starts here: a MARK (3.9+) or its domain (3.8). */
+		/* Where a trace may start: its MARK (3.9+) or its domain (3.8). */
 		if ((op == OP_MARK && p->nmarks < MAX_MARKS) || op == OP_BININT1 || op == OP_BININT2 ||
 		    op == OP_BININT || op == OP_LONG1) {
 			err = fast_trace(p, op == OP_MARK ? p->pos : p->pos - 1, op == OP_MARK);
