@@ -103,7 +103,8 @@ const struct tm_traceback *tm_intern_traceback(struct hashset *set, struct arena
 	tb->total_nframe = total_nframe;
 	tb->id = (*next_id)++;
 	tb->pad = 0;
-	memcpy(tb->frames, frames, nframe * sizeof(tb->frames[0]));
+	if (nframe) /* frames may be NULL for an empty traceback */
+		memcpy(tb->frames, frames, nframe * sizeof(tb->frames[0]));
 	if (hashset_add(set, h, tb))
 		return NULL;
 	return tb;

@@ -258,33 +258,20 @@ static void ptrmap_free(struct ptrmap *m)
 	free(m->slots);
 }
 
-/* A trace as the sort sees it: its address, where it is in s->traces, and
- * its traceback's number in the order s->traces first uses them. */
-struct keyidx {
-	uint64_t key;
-	uint32_t idx;
-	uint32_t tb;
-};
-
 #define RADIX_MAX_BITS 12
 
-/* Sorts by key, stably, swapping *a for a sorted buffer. An LSD radix sort:
- * several times faster than qsort() on 1M traces, and stable, which
- * qsort() is not. It sorts on the bits where keys differ only (`differ`:
- * the OR of every key XOR the first), in as few passes of at most 12 bits
- * as they need: heap addresses share their high bits and their alignment. */
-static int radix_sort(struct keyidx **a, size_t n, uint64_t differ)
+/* Sorts n 64-bit keys on their bits [lo, lo + span), stably: an LSD radix
+ * sort in as few passes of at most 12 bits as the span needs. *keys is
+ * swapped for the sorted buffer. */
+static int radix_sort(uint64_t **keys, size_t n, unsigned lo, unsigned span)
 {
-	struct keyidx *src = *a, *dst;
-	unsigned lo, span, passes, bits;
+	unsigned passes = (span + RADIX_MAX_BITS - 1) / RADIX_MAX_BITS;
+	unsigned bits = passes ? (span + passes - 1) / passes : 0;
+	uint64_t *src = *keys, *dst, mask = ((uint64_t)1 << bits) - 1;
 	uint32_t *hist;
 
-	if (!differ)
+	if (!passes)
 		return 0;
-	lo = (unsigned)__builtin_ctzll(differ);
-	span = 64 - (unsigned)__builtin_clzll(differ) - lo;
-	passes = (span + RADIX_MAX_BITS - 1) / RADIX_MAX_BITS;
-	bits = (span + passes - 1) / passes;
 	dst = malloc(n * sizeof(*dst));
 	hist = malloc(((size_t)1 << bits) * sizeof(*hist));
 	if (!dst || !hist) {
@@ -294,13 +281,12 @@ static int radix_sort(struct keyidx **a, size_t n, uint64_t differ)
 	}
 	for (unsigned d = 0; d < passes; d++) {
 		unsigned shift = lo + d * bits;
-		uint64_t mask = ((uint64_t)1 << bits) - 1;
 		uint32_t sum = 0;
-		struct keyidx *t;
+		uint64_t *t;
 
 		memset(hist, 0, ((size_t)1 << bits) * sizeof(*hist));
 		for (size_t i = 0; i < n; i++)
-			hist[(src[i].key >> shift) & mask]++;
+			hist[(src[i] >> shift) & mask]++;
 		for (size_t k = 0; k <= mask; k++) {
 			uint32_t c = hist[k];
 
@@ -308,15 +294,49 @@ static int radix_sort(struct keyidx **a, size_t n, uint64_t differ)
 			sum += c;
 		}
 		for (size_t i = 0; i < n; i++)
-			dst[hist[(src[i].key >> shift) & mask]++] = src[i];
+			dst[hist[(src[i] >> shift) & mask]++] = src[i];
 		t = src;
 		src = dst;
 		dst = t;
 	}
-	*a = src;
+	*keys = src;
 	free(dst);
 	free(hist);
 	return 0;
+}
+
+static int by_address(const void *pa, const void *pb, void *ctx)
+{
+	const struct tm_trace *traces = ctx;
+	uint64_t a = *(const uint64_t *)pa, b = *(const uint64_t *)pb;
+
+	if (traces[a].address != traces[b].address)
+		return traces[a].address < traces[b].address ? -1 : 1;
+	return a < b ? -1 : a > b;
+}
+
+/* The traces' indexes in address order, ties in index order, as the low
+ * `idx_bits` bits of n keys (*order, as filled with the indexes in order).
+ * Heap addresses differ in a few tens of bits only (`differ`: the OR of
+ * every address XOR the first): those bits above the index make a key that
+ * a radix sort of 8-byte keys orders several times faster than qsort(),
+ * which is left for address spaces too wide for that. */
+static int sort_by_address(const struct tm_trace *traces, size_t n, uint64_t differ, unsigned idx_bits,
+			   uint64_t **order)
+{
+	unsigned lo, span;
+
+	if (!differ)
+		return 0;
+	lo = (unsigned)__builtin_ctzll(differ);
+	span = 64 - (unsigned)__builtin_clzll(differ) - lo;
+	if (span + idx_bits > 64) {
+		qsort_r(*order, n, sizeof(**order), by_address, (void *)traces);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		(*order)[i] |= ((traces[i].address >> lo) & (((uint64_t)1 << span) - 1)) << idx_bits;
+	return radix_sort(order, n, idx_bits, span);
 }
 
 static int zerr(int ret)
@@ -330,8 +350,10 @@ static int zerr(int ret)
  * final block, so that their concatenation is one valid deflate stream. The
  * parts are compressed in threads: a 1M-trace body then costs the time of
  * its largest part rather than of all. Readers see an ordinary stream. */
-#define ZPART_PIECES 3
-#define MAX_ZPARTS 4
+#define ZPART_PIECES 2
+#define MAX_ZPARTS 5
+/* A part is tried on this many bytes before the rest is compressed... */
+#define ZSAMPLE (64 * 1024)
 /* Below this, threads cost more than they save. */
 #define PARALLEL_MIN_BODY (256 * 1024)
 
@@ -352,12 +374,30 @@ static size_t zroom(const z_stream *zs, const uint8_t *out, size_t cap)
 	return room < ZCHUNK ? room : ZCHUNK;
 }
 
+/* ...and stored if they do not compress by 1/8: deflate on bytes with no
+ * structure (traceback numbers of a heap with no locality, say) costs
+ * 30 ms a megabyte to gain a few percent. Stored blocks are still deflate:
+ * readers see nothing of this. */
+static int zpart_sampled(z_stream *zs, const uint8_t *out, size_t cap)
+{
+	int ret;
+
+	/* End the block, so that what the sample became is all out. */
+	zs->avail_out = (uInt)zroom(zs, out, cap);
+	ret = deflate(zs, Z_BLOCK);
+	if (ret != Z_OK || zs->total_out * 8 <= zs->total_in * 7)
+		return ret;
+	zs->avail_out = (uInt)zroom(zs, out, cap);
+	return deflateParams(zs, Z_NO_COMPRESSION, Z_DEFAULT_STRATEGY);
+}
+
 static void *zpart_run(void *arg)
 {
 	struct zpart *part = arg;
 	z_stream zs = { 0 };
 	size_t total = 0, cap;
 	int ret, flush = part->last ? Z_FINISH : Z_SYNC_FLUSH;
+	bool sampled;
 
 	for (unsigned k = 0; k < ZPART_PIECES; k++)
 		total += part->len[k];
@@ -366,15 +406,17 @@ static void *zpart_run(void *arg)
 		part->err = zerr(ret);
 		return NULL;
 	}
-	/* deflateBound() counts in uLong, 64 bits on LP64; the sync flush
-	 * adds a stored block header it does not foresee. */
-	cap = deflateBound(&zs, total) + 16;
+	/* deflateBound() counts in uLong, 64 bits on LP64; the flushes add
+	 * block headers it does not foresee. */
+	cap = deflateBound(&zs, total) + (total >> 10) + 64;
 	part->out = malloc(cap);
 	if (!part->out) {
 		part->err = -ENOMEM;
 		goto out;
 	}
 	zs.next_out = part->out;
+	/* Small parts are not worth a decision. */
+	sampled = total < 4 * ZSAMPLE;
 	for (unsigned k = 0; k < ZPART_PIECES; k++) {
 		const uint8_t *p = part->data[k];
 		size_t left = part->len[k];
@@ -382,6 +424,8 @@ static void *zpart_run(void *arg)
 		while (left) {
 			size_t chunk = left < ZCHUNK ? left : ZCHUNK;
 
+			if (!sampled && chunk > ZSAMPLE - zs.total_in)
+				chunk = ZSAMPLE - zs.total_in;
 			zs.next_in = (Bytef *)p;
 			zs.avail_in = (uInt)chunk;
 			zs.avail_out = (uInt)zroom(&zs, part->out, cap);
@@ -391,6 +435,12 @@ static void *zpart_run(void *arg)
 				goto fail;
 			p += chunk - zs.avail_in;
 			left -= chunk - zs.avail_in;
+			if (!sampled && zs.total_in >= ZSAMPLE) {
+				sampled = true;
+				ret = zpart_sampled(&zs, part->out, cap);
+				if (ret != Z_OK)
+					goto fail;
+			}
 		}
 	}
 	do {
@@ -483,8 +533,7 @@ static int compress_body(struct zpart *parts, unsigned nparts, uint8_t **buf, si
  * side by side in a pool; LZ77 (the default strategy) turns them into long
  * matches, 3x smaller and faster than Z_RLE, which only sees runs of one
  * byte. Where values look random, LZ77 searches in vain: Z_RLE, twice as
- * fast for the same size. Counts and domains are near constant: either does,
- * and they go with the traceback column. */
+ * fast for the same size. */
 static int column_strategy(size_t repeats, size_t n)
 {
 	return repeats >= n / 4 ? Z_DEFAULT_STRATEGY : Z_RLE;
@@ -554,25 +603,29 @@ int tm_tmt_write(const struct tm_snapshot *s, uint8_t **buf, size_t *len)
 {
 	const struct tm_trace *traces = s->traces;
 	size_t n = s->ntraces, ntbs;
-	struct keyidx *order = NULL;
+	uint64_t *order = NULL, idx_mask, differ = 0;
+	unsigned idx_bits = 1;
 	uint8_t *cols = NULL, *col[NCOLUMNS], *end[NCOLUMNS];
 	const struct tm_traceback **tbs = NULL, **tbs_sorted = NULL;
-	uint32_t *renumber = NULL;
+	uint32_t *tb_of = NULL, *renumber = NULL;
 	struct ptrmap tbmap = { 0 };
 	struct obuf meta = { 0 };
-	uint64_t differ = 0;
 	bool sorted = true;
 	int err = -ENOMEM;
 
-	/* The sort counts in 32 bits; 2^32 traces would be 160 GiB anyway. */
+	/* Counts are 32-bit; 2^32 traces would be 160 GiB anyway. */
 	if (n >= UINT32_MAX)
 		return -ENOMEM;
+	while (idx_bits < 32 && n > (size_t)1 << idx_bits)
+		idx_bits++;
+	idx_mask = ((uint64_t)1 << idx_bits) - 1;
 	order = malloc((n ? n : 1) * sizeof(*order));
+	tb_of = malloc((n ? n : 1) * sizeof(*tb_of));
 	tbs = malloc((n ? n : 1) * sizeof(*tbs));
-	if (!order || !tbs)
+	if (!order || !tb_of || !tbs)
 		goto out;
 	/* In the traces' own order, where memory is read sequentially: the
-	 * keys to sort and the tracebacks' numbers. */
+	 * tracebacks' numbers and what the sort needs. */
 	const struct tm_traceback *prev_tb = NULL;
 	uint32_t tb = 0;
 
@@ -593,12 +646,13 @@ int tm_tmt_write(const struct tm_snapshot *s, uint8_t **buf, size_t *len)
 				tbs[tb] = t->traceback;
 			prev_tb = t->traceback;
 		}
-		order[i] = (struct keyidx){ t->address, (uint32_t)i, tb };
+		tb_of[i] = tb;
+		order[i] = i;
 		differ |= t->address ^ traces[0].address;
 		if (i && t->address < traces[i - 1].address)
 			sorted = false;
 	}
-	if (!sorted && radix_sort(&order, n, differ))
+	if (!sorted && sort_by_address(traces, n, differ, idx_bits, &order))
 		goto out;
 
 	/* Each column gets room for its worst case: no bounds checks in the
@@ -618,21 +672,24 @@ int tm_tmt_write(const struct tm_snapshot *s, uint8_t **buf, size_t *len)
 	memcpy(end, col, sizeof(end));
 
 	uint64_t prev_addr = 0, prev_delta = 0, prev_size = 0;
-	uint32_t next_tb = 0, prev_tb_idx = UINT32_MAX;
+	uint32_t next_tb = 0, prev_tb_num = UINT32_MAX;
 	size_t repeats[NCOLUMNS] = { 0 };
 
 	for (size_t i = 0; i < n; i++) {
-		const struct keyidx *k = &order[i];
-		const struct tm_trace *t = &traces[k->idx];
+		size_t idx = order[i] & idx_mask;
+		const struct tm_trace *t = &traces[idx];
+		uint32_t *num = &renumber[tb_of[idx]];
 
 		/* In address order the traces are read at random: ask for
 		 * them ahead, or every one is a cache miss waited for. */
-		if (i + 16 < n)
-			__builtin_prefetch(&traces[order[i + 16].idx]);
-		end[0] = put_varint(end[0], k->key - prev_addr);
-		repeats[0] += k->key - prev_addr == prev_delta;
-		prev_delta = k->key - prev_addr;
-		prev_addr = k->key;
+		if (i + 16 < n) {
+			__builtin_prefetch(&traces[order[i + 16] & idx_mask]);
+			__builtin_prefetch(&tb_of[order[i + 16] & idx_mask]);
+		}
+		end[0] = put_varint(end[0], t->address - prev_addr);
+		repeats[0] += t->address - prev_addr == prev_delta;
+		prev_delta = t->address - prev_addr;
+		prev_addr = t->address;
 		end[1] = put_varint(end[1], t->size);
 		repeats[1] += t->size == prev_size;
 		prev_size = t->size;
@@ -640,20 +697,21 @@ int tm_tmt_write(const struct tm_snapshot *s, uint8_t **buf, size_t *len)
 		end[3] = put_varint(end[3], t->domain);
 		/* Tracebacks numbered in address order: the output depends on
 		 * the snapshot's content, not on its traces' order. */
-		if (renumber[k->tb] == UINT32_MAX) {
-			renumber[k->tb] = next_tb;
-			tbs_sorted[next_tb++] = tbs[k->tb];
+		if (*num == UINT32_MAX) {
+			*num = next_tb;
+			tbs_sorted[next_tb++] = tbs[tb_of[idx]];
 		}
-		end[4] = put_varint(end[4], renumber[k->tb]);
-		repeats[4] += renumber[k->tb] == prev_tb_idx;
-		prev_tb_idx = renumber[k->tb];
+		end[4] = put_varint(end[4], *num);
+		repeats[4] += *num == prev_tb_num;
+		prev_tb_num = *num;
 	}
 	write_info(&meta, s);
 	err = write_tables(&meta, tbs_sorted, ntbs);
 	if (err)
 		goto out;
 
-	/* Four parts of similar weight for up to four threads. */
+	/* Parts of similar weight for threads; counts and domains are near
+	 * constant, Z_RLE makes them nothing. */
 	obuf_varint(&meta, n);
 	for (unsigned c = 0; c < NCOLUMNS; c++)
 		obuf_varint(&meta, (uint64_t)(end[c] - col[c]));
@@ -665,13 +723,15 @@ int tm_tmt_write(const struct tm_snapshot *s, uint8_t **buf, size_t *len)
 		{ .data = { meta.data }, .len = { meta.len }, .strategy = Z_DEFAULT_STRATEGY },
 		{ .data = { col[0] }, .len = { (size_t)(end[0] - col[0]) }, .strategy = column_strategy(repeats[0], n) },
 		{ .data = { col[1] }, .len = { (size_t)(end[1] - col[1]) }, .strategy = column_strategy(repeats[1], n) },
-		{ .data = { col[2], col[3], col[4] },
-		  .len = { (size_t)(end[2] - col[2]), (size_t)(end[3] - col[3]), (size_t)(end[4] - col[4]) },
-		  .strategy = column_strategy(repeats[4], n), .last = true },
+		{ .data = { col[2], col[3] }, .len = { (size_t)(end[2] - col[2]), (size_t)(end[3] - col[3]) },
+		  .strategy = Z_RLE },
+		{ .data = { col[4] }, .len = { (size_t)(end[4] - col[4]) }, .strategy = column_strategy(repeats[4], n),
+		  .last = true },
 	};
 	err = compress_body(parts, sizeof(parts) / sizeof(parts[0]), buf, len);
 out:
 	free(order);
+	free(tb_of);
 	free(cols);
 	free(tbs);
 	free(tbs_sorted);

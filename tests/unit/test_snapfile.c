@@ -205,7 +205,9 @@ static void expect_same_snapshot(struct tm_snapshot *want, struct tm_snapshot *g
 }
 
 /* Non-ASCII filenames, zero frames, extreme values, repeated addresses
- * (aggregated traces have address 0), traces out of address order. */
+ * (aggregated traces have address 0), traces out of address order over all
+ * 64 bits (the writer's comparison sort; random_snapshot() takes its radix
+ * sort). */
 static struct tm_snapshot *crafted_snapshot(void)
 {
 	struct tm_snapshot *s = tm_snapshot_new(25);
@@ -228,6 +230,7 @@ static struct tm_snapshot *crafted_snapshot(void)
 		{ 0x7f0000000040, 16, 1, 2, tb[2] },
 		{ 0, 5, 2, 0, tb[1] },
 		{ 0x1000, 0, 0, 7, tb[2] },
+		{ 0x7f0000000041, 8, 1, 0, tb[1] },
 	};
 
 	info->pid = 4242;

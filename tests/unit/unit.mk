@@ -8,10 +8,10 @@ UNIT_ALL_SRCS  := $(UNIT_TEST_SRCS) $(UNIT_TOOL_SRCS) $(ENGINE_SRCS)
 UNIT_CFLAGS    := -g -Wall -Wextra -std=gnu11 -D_GNU_SOURCE -Iinclude -Isrc -Ibpf -Itests/unit
 SAN_FLAGS      := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-$(BUILD)/unit_tests: $(UNIT_ALL_SRCS) $(wildcard tests/unit/*.h src/*.h include/tmtrace/*.h) | $(BUILD)/.dirs
+$(BUILD)/unit_tests: $(UNIT_ALL_SRCS) $(wildcard tests/unit/*.h src/*.h src/engine/*.h include/tmtrace/*.h) | $(BUILD)/.dirs
 	$(CC) $(UNIT_CFLAGS) -O2 $(UNIT_ALL_SRCS) -o $@ -lcunit -lz
 
-$(BUILD)/unit_tests_asan: $(UNIT_ALL_SRCS) $(wildcard tests/unit/*.h src/*.h include/tmtrace/*.h) | $(BUILD)/.dirs
+$(BUILD)/unit_tests_asan: $(UNIT_ALL_SRCS) $(wildcard tests/unit/*.h src/*.h src/engine/*.h include/tmtrace/*.h) | $(BUILD)/.dirs
 	$(CC) $(UNIT_CFLAGS) $(SAN_FLAGS) $(UNIT_ALL_SRCS) -o $@ -lcunit -lz
 
 unit-test: $(BUILD)/unit_tests
