@@ -89,3 +89,23 @@ void cli_finish_filters(struct cli_filters *fs)
 		if (!fs->f[i].domain_only)
 			fs->f[i].all_frames = fs->all_frames;
 }
+
+int cli_filter_option(int c, const char *arg, struct cli_filters *fs)
+{
+	switch (c) {
+	case CLI_OPT_INCLUDE:
+	case CLI_OPT_EXCLUDE:
+		if (cli_add_filter(fs, c == CLI_OPT_INCLUDE, arg))
+			return cli_usage_error("invalid filter: '%s'", arg);
+		return 1;
+	case CLI_OPT_ALL_FRAMES:
+		fs->all_frames = true;
+		return 1;
+	case CLI_OPT_DOMAIN:
+	case CLI_OPT_EXCLUDE_DOMAIN:
+		if (cli_add_domain_filter(fs, c == CLI_OPT_DOMAIN, arg))
+			return cli_usage_error("invalid domain: '%s'", arg);
+		return 1;
+	}
+	return 0;
+}

@@ -15,6 +15,27 @@ struct cli_filters {
 	bool all_frames;
 };
 
+/* The filter options both the live mode and `report` take, as getopt_long
+ * entries, and their codes. */
+enum {
+	CLI_OPT_INCLUDE = 2000,
+	CLI_OPT_EXCLUDE,
+	CLI_OPT_ALL_FRAMES,
+	CLI_OPT_DOMAIN,
+	CLI_OPT_EXCLUDE_DOMAIN,
+};
+
+#define CLI_FILTER_OPTIONS                                                      \
+	{ "include", required_argument, NULL, CLI_OPT_INCLUDE },                \
+	{ "exclude", required_argument, NULL, CLI_OPT_EXCLUDE },                \
+	{ "all-frames", no_argument, NULL, CLI_OPT_ALL_FRAMES },                \
+	{ "domain", required_argument, NULL, CLI_OPT_DOMAIN },                  \
+	{ "exclude-domain", required_argument, NULL, CLI_OPT_EXCLUDE_DOMAIN }
+
+/* Handles getopt code c if it is a filter option: 1 if it was, 0 if not,
+ * 2 after printing a usage error. */
+int cli_filter_option(int c, const char *arg, struct cli_filters *fs);
+
 int cli_parse_key(const char *s, enum tm_key_type *key);
 int cli_parse_long(const char *s, long min, long max, long *out);
 /* --include/--exclude PATTERN[:LINE] (LINE: digits after the last ':') */

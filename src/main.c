@@ -62,11 +62,6 @@ static const char usage_text[] =
 enum {
 	OPT_CUMULATIVE = 900,
 	OPT_COMPARE,
-	OPT_INCLUDE,
-	OPT_EXCLUDE,
-	OPT_ALL_FRAMES,
-	OPT_DOMAIN,
-	OPT_EXCLUDE_DOMAIN,
 	OPT_COUNT = 1000,
 	OPT_FORMAT,
 	OPT_MAX_BLOCKS,
@@ -118,11 +113,7 @@ int main(int argc, char **argv)
 		{ "key-type", required_argument, NULL, 'k' },
 		{ "cumulative", no_argument, NULL, OPT_CUMULATIVE },
 		{ "compare", required_argument, NULL, OPT_COMPARE },
-		{ "include", required_argument, NULL, OPT_INCLUDE },
-		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
-		{ "all-frames", no_argument, NULL, OPT_ALL_FRAMES },
-		{ "domain", required_argument, NULL, OPT_DOMAIN },
-		{ "exclude-domain", required_argument, NULL, OPT_EXCLUDE_DOMAIN },
+		CLI_FILTER_OPTIONS,
 		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "max-blocks", required_argument, NULL, OPT_MAX_BLOCKS },
@@ -195,19 +186,6 @@ int main(int argc, char **argv)
 			else
 				return usage_error("invalid --compare: '%s' (first or previous)", optarg);
 			break;
-		case OPT_INCLUDE:
-		case OPT_EXCLUDE:
-			if (cli_add_filter(&opt.filters, c == OPT_INCLUDE, optarg))
-				return usage_error("invalid filter: '%s'", optarg);
-			break;
-		case OPT_ALL_FRAMES:
-			opt.filters.all_frames = true;
-			break;
-		case OPT_DOMAIN:
-		case OPT_EXCLUDE_DOMAIN:
-			if (cli_add_domain_filter(&opt.filters, c == OPT_DOMAIN, optarg))
-				return usage_error("invalid domain: '%s'", optarg);
-			break;
 		case 'o':
 			opt.output = optarg;
 			break;
@@ -243,8 +221,14 @@ int main(int argc, char **argv)
 			return 0;
 		case ':':
 			return usage_error("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return usage_error("unknown option '%s'", argv[optind - 1]);
+		default: {
+			int handled = cli_filter_option(c, optarg, &opt.filters);
+
+			if (handled == 2)
+				return 2;
+			if (!handled)
+				return usage_error("unknown option '%s'", argv[optind - 1]);
+		}
 		}
 	}
 	if (optind < argc)

@@ -41,8 +41,7 @@ static const char report_usage[] =
 	"  -h, --help               this help\n";
 
 enum {
-	OPT_COMPARE = 1000, OPT_CUMULATIVE, OPT_INCLUDE, OPT_EXCLUDE, OPT_ALL_FRAMES, OPT_DOMAIN,
-	OPT_EXCLUDE_DOMAIN, OPT_ADDRESS, OPT_FORMAT, OPT_PYVER,
+	OPT_COMPARE = 1000, OPT_CUMULATIVE, OPT_ADDRESS, OPT_FORMAT, OPT_PYVER,
 };
 
 struct report_opts {
@@ -64,11 +63,7 @@ static int parse(int argc, char **argv, struct report_opts *o)
 		{ "key-type", required_argument, NULL, 'k' },
 		{ "cumulative", no_argument, NULL, OPT_CUMULATIVE },
 		{ "top", required_argument, NULL, 't' },
-		{ "include", required_argument, NULL, OPT_INCLUDE },
-		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
-		{ "all-frames", no_argument, NULL, OPT_ALL_FRAMES },
-		{ "domain", required_argument, NULL, OPT_DOMAIN },
-		{ "exclude-domain", required_argument, NULL, OPT_EXCLUDE_DOMAIN },
+		CLI_FILTER_OPTIONS,
 		{ "address", required_argument, NULL, OPT_ADDRESS },
 		{ "format", required_argument, NULL, OPT_FORMAT },
 		{ "output", required_argument, NULL, 'o' },
@@ -100,19 +95,6 @@ static int parse(int argc, char **argv, struct report_opts *o)
 		case 't':
 			if (cli_parse_long(optarg, 0, 1L << 30, &o->top))
 				return cli_usage_error("invalid --top: '%s'", optarg);
-			break;
-		case OPT_INCLUDE:
-		case OPT_EXCLUDE:
-			if (cli_add_filter(&o->filters, c == OPT_INCLUDE, optarg))
-				return cli_usage_error("invalid filter: '%s'", optarg);
-			break;
-		case OPT_ALL_FRAMES:
-			o->filters.all_frames = true;
-			break;
-		case OPT_DOMAIN:
-		case OPT_EXCLUDE_DOMAIN:
-			if (cli_add_domain_filter(&o->filters, c == OPT_DOMAIN, optarg))
-				return cli_usage_error("invalid domain: '%s'", optarg);
 			break;
 		case OPT_ADDRESS: {
 			char *end;
@@ -147,8 +129,14 @@ static int parse(int argc, char **argv, struct report_opts *o)
 			return -1;
 		case ':':
 			return cli_usage_error("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return cli_usage_error("unknown option '%s'", argv[optind - 1]);
+		default: {
+			int handled = cli_filter_option(c, optarg, &o->filters);
+
+			if (handled == 2)
+				return 2;
+			if (!handled)
+				return cli_usage_error("unknown option '%s'", argv[optind - 1]);
+		}
 		}
 	}
 	if (optind != argc - 1)

@@ -99,6 +99,27 @@ static bool push_escaped(struct cpbuf *b, const uint32_t *s, size_t from, size_t
 	return true;
 }
 
+/* Appends pat[from:to] as a new chunk. */
+static bool add_chunk(struct cpbuf **chunks, size_t *n, size_t *cap, const uint32_t *pat, size_t from, size_t to)
+{
+	bool ok = true;
+
+	if (*n == *cap) {
+		size_t grown_cap = *cap ? *cap * 2 : 8;
+		struct cpbuf *g = realloc(*chunks, grown_cap * sizeof(*g));
+
+		if (!g)
+			return false;
+		*chunks = g;
+		*cap = grown_cap;
+	}
+	(*chunks)[*n] = (struct cpbuf){ 0 };
+	for (size_t c = from; c < to && ok; c++)
+		ok = cp_push(&(*chunks)[*n], pat[c]);
+	(*n)++;
+	return ok;
+}
+
 /* translate()'s handling of one bracket expression pat[i:j] (j at the
  * closing ']'): the regular-expression class text it produces. */
 static bool class_text(const uint32_t *pat, size_t i, size_t j, struct cpbuf *out)
@@ -122,36 +143,14 @@ static bool class_text(const uint32_t *pat, size_t i, size_t j, struct cpbuf *ou
 			h++;
 		if (k >= j || h >= j)
 			break;
-		if (nchunks == cap) {
-			cap = cap ? cap * 2 : 8;
-			struct cpbuf *g = realloc(chunks, cap * sizeof(*g));
-			if (!g) {
-				ok = false;
-				goto out;
-			}
-			chunks = g;
-		}
-		chunks[nchunks] = (struct cpbuf){ 0 };
-		for (size_t c = i; c < h && ok; c++)
-			ok = cp_push(&chunks[nchunks], pat[c]);
-		nchunks++;
+		ok = add_chunk(&chunks, &nchunks, &cap, pat, i, h);
+		if (!ok)
+			goto out;
 		i = h + 1;
 		k = h + 3;
 	}
 	if (i < j) {
-		if (nchunks == cap) {
-			cap = cap ? cap * 2 : 8;
-			struct cpbuf *g = realloc(chunks, cap * sizeof(*g));
-			if (!g) {
-				ok = false;
-				goto out;
-			}
-			chunks = g;
-		}
-		chunks[nchunks] = (struct cpbuf){ 0 };
-		for (size_t c = i; c < j && ok; c++)
-			ok = cp_push(&chunks[nchunks], pat[c]);
-		nchunks++;
+		ok = add_chunk(&chunks, &nchunks, &cap, pat, i, j);
 	} else if (nchunks) {
 		ok = cp_push(&chunks[nchunks - 1], '-');
 	}

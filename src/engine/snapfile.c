@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tmtrace/engine.h"
+#include "snapshot_impl.h"
 #include "pickle.h"
 #include "tmtfile.h"
 
@@ -27,19 +28,6 @@
 /* Reading stops there: /dev/zero is no snapshot, and 1M traces take 15 MB
  * as a pickle, 5 MB in our format. */
 #define MAX_FILE_SIZE ((size_t)1 << 34)
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
 
 int tm_snapshot_parse(const uint8_t *data, size_t len, struct tm_snapshot **out, enum tm_file_format *format,
 		      char *why, size_t whylen)
@@ -58,7 +46,7 @@ int tm_snapshot_parse(const uint8_t *data, size_t len, struct tm_snapshot **out,
 			*format = TM_FORMAT_PICKLE;
 		return tm_pickle_parse(data, len, out, why, whylen);
 	}
-	set_why(why, whylen, "not a tmtrace or tracemalloc snapshot file");
+	tm_set_why(why, whylen, "not a tmtrace or tracemalloc snapshot file");
 	return -EINVAL;
 }
 
@@ -127,19 +115,19 @@ int tm_snapshot_read(const char *path, struct tm_snapshot **out, enum tm_file_fo
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		err = -errno;
-		set_why(why, whylen, "cannot read %s: %s", path, strerror(-err));
+		tm_set_why(why, whylen, "cannot read %s: %s", path, strerror(-err));
 		return err;
 	}
 	err = read_whole(fd, &data, &len);
 	close(fd);
 	if (err) {
-		set_why(why, whylen, "cannot read %s: %s", path, strerror(-err));
+		tm_set_why(why, whylen, "cannot read %s: %s", path, strerror(-err));
 		return err;
 	}
 	err = tm_snapshot_parse(data, len, out, format, inner, sizeof(inner));
 	free(data);
 	if (err)
-		set_why(why, whylen, "%s: %s", path, inner);
+		tm_set_why(why, whylen, "%s: %s", path, inner);
 	return err;
 }
 
@@ -256,12 +244,12 @@ int tm_snapshot_write(const struct tm_snapshot *s, const char *path, enum tm_fil
 	if (err) {
 		/* tm_pickle_write() may leave a buffer behind on failure. */
 		free(data);
-		set_why(why, whylen, "cannot write %s: %s", path, strerror(-err));
+		tm_set_why(why, whylen, "cannot write %s: %s", path, strerror(-err));
 		return err;
 	}
 	err = write_atomic(path, data, len);
 	free(data);
 	if (err)
-		set_why(why, whylen, "cannot write %s: %s", path, strerror(-err));
+		tm_set_why(why, whylen, "cannot write %s: %s", path, strerror(-err));
 	return err;
 }

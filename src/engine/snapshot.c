@@ -1,5 +1,6 @@
 /* Snapshot storage: interned strings and tracebacks, and the traces. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,4 +212,15 @@ void tm_traceback_format(const struct tm_traceback *tb, bool has_limit, int limi
 			line(line_ctx, buf);
 		}
 	}
+}
+
+void tm_set_why(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
 }

@@ -23,4 +23,7 @@ const struct tm_traceback *tm_intern_traceback(struct hashset *set, struct arena
 					       const struct tm_frame *frames, uint32_t nframe,
 					       uint32_t total_nframe, uint32_t *next_id);
 
+/* Fills an error's one-line reason (why may be NULL). */
+void tm_set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

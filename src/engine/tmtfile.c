@@ -96,19 +96,6 @@
 /* zlib counts bytes in uInt: feed it at most this much at once. */
 #define ZCHUNK ((size_t)1 << 30)
 
-static void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
-
 static uint64_t get_le(const uint8_t *p, unsigned n)
 {
 	uint64_t v = 0;
@@ -1204,22 +1191,22 @@ int tm_tmt_parse(const uint8_t *data, size_t len, struct tm_snapshot **out, char
 	int err;
 
 	if (len < TMT_MAGIC_LEN || memcmp(data, TMT_MAGIC, TMT_MAGIC_LEN)) {
-		set_why(why, whylen, "not a tmtrace snapshot");
+		tm_set_why(why, whylen, "not a tmtrace snapshot");
 		return -EINVAL;
 	}
 	if (len < TMT_MAGIC_LEN + 2) {
-		set_why(why, whylen, CORRUPT "truncated header (%zu of %d bytes)", len, TMT_HEADER_LEN);
+		tm_set_why(why, whylen, CORRUPT "truncated header (%zu of %d bytes)", len, TMT_HEADER_LEN);
 		return -EINVAL;
 	}
 	/* The version first: a newer file may have another header. */
 	version = (uint32_t)get_le(data + 8, 2);
 	if (version != TMT_VERSION) {
-		set_why(why, whylen, "unsupported tmtrace snapshot version %u (this tmtrace reads version %d)",
+		tm_set_why(why, whylen, "unsupported tmtrace snapshot version %u (this tmtrace reads version %d)",
 			version, TMT_VERSION);
 		return -EINVAL;
 	}
 	if (len < TMT_HEADER_LEN) {
-		set_why(why, whylen, CORRUPT "truncated header (%zu of %d bytes)", len, TMT_HEADER_LEN);
+		tm_set_why(why, whylen, CORRUPT "truncated header (%zu of %d bytes)", len, TMT_HEADER_LEN);
 		return -EINVAL;
 	}
 	flags = (uint32_t)get_le(data + 10, 2);
@@ -1227,20 +1214,20 @@ int tm_tmt_parse(const uint8_t *data, size_t len, struct tm_snapshot **out, char
 	body_len = get_le(data + 16, 8);
 	zlen = get_le(data + 24, 8);
 	if (flags) {
-		set_why(why, whylen, CORRUPT "unknown flags 0x%x", flags);
+		tm_set_why(why, whylen, CORRUPT "unknown flags 0x%x", flags);
 		return -EINVAL;
 	}
 	if (zlen != len - TMT_HEADER_LEN) {
 		if (zlen > len - TMT_HEADER_LEN)
-			set_why(why, whylen, CORRUPT "truncated (%zu of %llu compressed bytes present)",
+			tm_set_why(why, whylen, CORRUPT "truncated (%zu of %llu compressed bytes present)",
 				len - TMT_HEADER_LEN, (unsigned long long)zlen);
 		else
-			set_why(why, whylen, CORRUPT "%llu bytes after the end of the compressed body",
+			tm_set_why(why, whylen, CORRUPT "%llu bytes after the end of the compressed body",
 				(unsigned long long)(len - TMT_HEADER_LEN - zlen));
 		return -EINVAL;
 	}
 	if (body_len > TMT_MAX_BODY || body_len > SIZE_MAX || body_len / DEFLATE_MAX_RATIO > zlen) {
-		set_why(why, whylen, CORRUPT "body length %llu impossible for %llu compressed bytes",
+		tm_set_why(why, whylen, CORRUPT "body length %llu impossible for %llu compressed bytes",
 			(unsigned long long)body_len, (unsigned long long)zlen);
 		return -EINVAL;
 	}
@@ -1251,8 +1238,8 @@ int tm_tmt_parse(const uint8_t *data, size_t len, struct tm_snapshot **out, char
 		err = parse_body(body, (size_t)body_len, out, &r);
 	free(body);
 	if (err == -ENOMEM)
-		set_why(why, whylen, "out of memory reading a tmtrace snapshot");
+		tm_set_why(why, whylen, "out of memory reading a tmtrace snapshot");
 	else if (err)
-		set_why(why, whylen, CORRUPT "%s", r.err);
+		tm_set_why(why, whylen, CORRUPT "%s", r.err);
 	return err;
 }
