@@ -143,3 +143,27 @@ def test_compare_first_finds_the_leak():
     check(all("size_diff" in s and "count_diff" in s for s in last["stats"]), "no diffs in JSON: %r" % last)
     growing = [s for s in last["stats"] if s["size_diff"] > 0]
     check(growing, "no growth against the first snapshot: %r" % last["stats"])
+
+
+def test_address_lookup():
+    """report --address: the traceback of the block containing an address,
+    as get_object_traceback() gives it."""
+    require_root()
+    python = find_python(11)
+    w = Workload(python, "blob.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "s.tmt")
+        t = Tmtrace(w.pid, "-i", "0.3", "-o", path, "--format", "json")
+        try:
+            w.send("go")
+            line = w.out.wait_for(lambda l: l.startswith("blob "), 30, "the blob's address")
+            address = int(line.split()[1])
+            t.next_json(after=time.time() + 0.2)
+        finally:
+            t.stop()
+            w.finish()
+        code, out, err = run_tmtrace("report", path, "--address", hex(address + 5000))
+        check(code == 0, "--address failed: %s" % err)
+        check("blob.py\", line 7" in out and "bytes(100000)" in out, "wrong traceback: %r" % out)
+        code, out, err = run_tmtrace("report", path, "--address", "0x10")
+        check(code == 1 and "no traced block" in err, "an address in no block: %d %r" % (code, err))
