@@ -19,7 +19,7 @@ int cli_parse_long(const char *s, long min, long max, long *out)
 	long v;
 
 	errno = 0;
-	v = strtol(s, &end, 0);
+	v = strtol(s, &end, 10); /* decimal, as Python reads "010" in a Filter */
 	if (errno || end == s || *end || v < min || v > max)
 		return -EINVAL;
 	*out = v;

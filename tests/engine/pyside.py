@@ -13,9 +13,9 @@ Modes (the first argument):
   tmtrace report FILE [options]
       The reference: `tmtrace report` done by this Python's tracemalloc, for
       pickle files only (its "tmtrace format" files are pickles too), same
-      options, same output for --format tracemalloc (every format prints
-      that). Used to reproduce a failure by hand, and as the fake tmtrace
-      (run.py --fake) that checks this harness when there is no real one.
+      options, same output for --format tracemalloc (and text; json prints
+      only {"stats": [...]}). Used to reproduce a failure by hand, and as the
+      fake tmtrace (run.py --fake) that checks this harness itself.
 
   check-pickle OUT FILE [filter options]
       Loads OUT (a pickle that `tmtrace report FILE [filters] -o OUT` wrote)
@@ -99,8 +99,11 @@ def parse_report(argv):
     if not re.match(r"\A[0-9]+\Z", str(o["top"])):
         raise UsageError("invalid -t %r" % o["top"])
     o["top"] = int(o["top"])
-    o["domains"] = [int(d, 0) for d in o["domains"]]
-    o["xdomains"] = [int(d, 0) for d in o["xdomains"]]
+    for dest in ("domains", "xdomains"):  # decimal, as DomainFilter(inclusive, int(N))
+        for d in o[dest]:
+            if not re.match(r"\A[0-9]+\Z", d):
+                raise UsageError("invalid domain %r" % d)
+        o[dest] = [int(d) for d in o[dest]]
     return o
 
 
@@ -123,6 +126,22 @@ def build_filters(o):
     return filters
 
 
+def filter_traces(snap, filters):
+    """snap.filter_traces(filters), evaluated once per distinct (domain,
+    frames): whether tracemalloc keeps a trace depends on nothing else, and
+    its filters are slow on large snapshots. The filters still run through
+    the public API, on a snapshot of one trace per distinct pair."""
+    if not filters:
+        return snap.filter_traces(filters)
+    reps = {}
+    for t in snap.traces._traces:
+        reps.setdefault((t[0], t[2]), t)
+    small = tracemalloc.Snapshot(list(reps.values()), snap.traceback_limit)
+    kept = {(t[0], t[2]) for t in small.filter_traces(filters).traces._traces}
+    return tracemalloc.Snapshot([t for t in snap.traces._traces if (t[0], t[2]) in kept],
+                                snap.traceback_limit)
+
+
 def format_stats(stats, top):
     if top:
         stats = stats[:top]
@@ -133,12 +152,19 @@ def report_output(o, load):
     """What `print(stat)` prints for the options `o`; raises what
     tracemalloc raises. `load` maps a path to a Snapshot."""
     filters = build_filters(o)
-    snap = load(o["file"]).filter_traces(filters)
+    snap = filter_traces(load(o["file"]), filters)
     if o["compare"] is not None:
-        old = load(o["compare"]).filter_traces(filters)
+        old = filter_traces(load(o["compare"]), filters)
         stats = snap.compare_to(old, o["key"], o["cumulative"])
     else:
         stats = snap.statistics(o["key"], o["cumulative"])
+    if o["format"] == "json":  # the fake's JSON: only what run.py checks
+        fields = ("size", "count", "size_diff", "count_diff")
+        doc = {"stats": [dict([("traceback", [{"filename": f.filename, "lineno": f.lineno}
+                                               for f in st.traceback])] +
+                              [(f, getattr(st, f)) for f in fields if hasattr(st, f)])
+                         for st in (stats[:o["top"]] if o["top"] else stats)]}
+        return json.dumps(doc) + "\n", snap
     return format_stats(stats, o["top"]), snap
 
 
@@ -247,12 +273,13 @@ def check_loaded(path, expected, limit):
         if gs == ws:
             errors.append("  same distinct traces, different multiplicities")
         return errors
+    # the same raw traces give the same statistics: this checks that the
+    # loaded snapshot works with tracemalloc's API as a dumped one does
     try:
-        for key, cumulative in (("traceback", False), ("filename", True), ("lineno", False)):
-            a = format_stats(snap.filter_traces([]).statistics(key, cumulative), 0)
-            b = format_stats(tracemalloc.Snapshot(list(expected), limit).statistics(key, cumulative), 0)
-            if a != b:
-                errors.append("statistics(%r, %r) differ after load" % (key, cumulative))
+        a = format_stats(snap.filter_traces([]).statistics("traceback"), 0)
+        b = format_stats(tracemalloc.Snapshot(list(expected), limit).statistics("traceback"), 0)
+        if a != b:
+            errors.append("statistics('traceback') differ after load")
     except Exception as e:
         errors.append("statistics on the loaded snapshot raised %s: %s" % (type(e).__name__, e))
     return errors
@@ -263,7 +290,7 @@ def cmd_check_pickle(argv):
         sys.stderr.write("usage: pyside.py check-pickle OUT FILE [filter options]\n")
         return 2
     o = parse_report(argv[1:])
-    snap = load_any(o["file"]).filter_traces(build_filters(o))
+    snap = filter_traces(load_any(o["file"]), build_filters(o))
     errors = check_loaded(argv[0], snap.traces._traces, snap.traceback_limit)
     for e in errors:
         print(e)
@@ -321,10 +348,21 @@ def random_filename(rng):
 
 
 def random_lineno(rng):
-    return weighted(rng, [
-        (8, 0), (50, rng.randint(1, 120)), (25, rng.randint(120, 10000)),
-        (5, rng.randint(10000, 2 ** 31 - 1)), (2, rng.choice([2 ** 31, 2 ** 32 - 2, 2 ** 32 - 1])),
-        (3, 1)])
+    r = rng.random() * 93
+    if r < 8:
+        return 0
+    if r < 58:
+        return rng.randint(1, 120)
+    if r < 83:
+        return rng.randint(120, 10000)
+    if r < 88:
+        return rng.randint(10000, 2 ** 31 - 1)
+    if r < 90:
+        return rng.choice([2 ** 31, 2 ** 32 - 2, 2 ** 32 - 1])
+    return 1
+
+
+SIZE_EDGES = [1, 99, 100, 101, 1023, 1024, 10239, 10240, 102400, 10485759]
 
 
 def random_size(rng, profile):
@@ -337,11 +375,20 @@ def random_size(rng, profile):
     if profile == "big" and r < 0.25:
         return rng.choice([2 ** 53 + 1, 2 ** 53 - 1, 2 ** 53 + 3, 10 ** 15 + 7,
                            rng.randint(2 ** 50, 2 ** 56), 123456789012345])
-    return weighted(rng, [
-        (5, 0), (40, rng.randint(1, 64)), (35, rng.randint(64, 4096)),
-        (12, rng.randint(4096, 2 ** 20)), (5, rng.randint(2 ** 20, 2 ** 32)),
-        (2, rng.randint(2 ** 32, 2 ** 41)), (1, rng.choice([1, 99, 100, 101, 1023, 1024, 10239,
-                                                            10240, 102400, 10485759]))])
+    r = rng.random() * 100
+    if r < 5:
+        return 0
+    if r < 45:
+        return rng.randint(1, 64)
+    if r < 80:
+        return rng.randint(64, 4096)
+    if r < 92:
+        return rng.randint(4096, 2 ** 20)
+    if r < 97:
+        return rng.randint(2 ** 20, 2 ** 32)
+    if r < 99:
+        return rng.randint(2 ** 32, 2 ** 41)
+    return rng.choice(SIZE_EDGES)
 
 
 def random_domains(rng):
@@ -641,11 +688,13 @@ def random_pattern(rng, snap):
     if not p:
         p = "*"
     r = rng.random()
+    # LINE is decimal: now and then written with leading zeros
+    fmt = "%s:%d" if rng.random() < 0.97 else "%s:0%d"
     if r < 0.25:
         lns = snap.linenos.get(name) or [0]
-        return "%s:%d" % (p, rng.choice(lns))
+        return fmt % (p, rng.choice(lns))
     if r < 0.3:
-        return "%s:%d" % (p, rng.choice([0, 1, random_lineno(rng)]))
+        return fmt % (p, rng.choice([0, 1, random_lineno(rng)]))
     return p
 
 
@@ -663,22 +712,23 @@ def random_filter_opts(rng, snap):
         if rng.random() < 0.12:
             for _ in range(rng.choice([1, 1, 2])):
                 d = rng.choice(snap.domains + [0, 1, 7, 2 ** 32 - 1])
-                groups.append([opt, str(d)])
+                groups.append([opt, ("%d" if rng.random() < 0.95 else "0%d") % d])
     return groups
 
 
-def random_stat_opts(rng, allow_traceback_cumulative=False):
+def random_stat_opts(rng):
+    """-k, --cumulative (never with -k traceback) and -t, as option groups."""
     groups = []
     key = weighted(rng, [(25, None), (25, "lineno"), (25, "filename"), (25, "traceback")])
     if key is not None:
         groups.append(["-k", key])
-    cumulative = (key != "traceback" or allow_traceback_cumulative) and rng.random() < 0.35
+    cumulative = key != "traceback" and rng.random() < 0.35
     if cumulative:
         groups.append(["--cumulative"])
     top = weighted(rng, [(25, None), (20, 0), (8, 1), (5, 2), (8, 3), (5, 10),
                          (15, rng.randint(4, 60)), (5, 100000)])
     if top is not None:
-        groups.append(["-t", str(top)])
+        groups.append(["-t", ("%d" if rng.random() < 0.97 else "0%d") % top])
     return groups
 
 
@@ -698,13 +748,15 @@ class Runner:
         self.args = args
         self.workdir = args.workdir
         self.tmtrace = args.tmtrace
-        self.tmtrace_shown = [self.rel(a) for a in args.tmtrace]
+        self.tmtrace_shown = ([args.tmtrace_shown_as] if args.tmtrace_shown_as
+                              else [self.rel(a) for a in args.tmtrace])
         self.lock = threading.Lock()
         self.counts = {}
         self.failures = []
-        self.nfailed_saved = 0
         self.snaps = {}   # path -> Snapshot (for the reference)
         self.skipped = []
+        self.tmtrace_runs = 0
+        self.tmtrace_seconds = 0.0
         self.kept = {}  # failures whose files are kept, by family and size profile
 
     def count(self, family, ok):
@@ -723,8 +775,11 @@ class Runner:
     def run_tmtrace(self, argv):
         t0 = time.monotonic()
         try:
+            # close_fds=False lets 3.8 and 3.9 posix_spawn() instead of fork()ing
+            # this large process (Python's own fds are not inheritable anyway)
             p = subprocess.run(self.tmtrace + ["report"] + argv, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=self.args.timeout)
+                               stderr=subprocess.PIPE, timeout=self.args.timeout,
+                               close_fds=False)
             return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
         except subprocess.TimeoutExpired as e:
             return "timeout", e.stdout or b"", e.stderr or b"", time.monotonic() - t0
@@ -742,7 +797,10 @@ class Runner:
 
     def _run_case(self, case):
         for n, step in enumerate(case["steps"]):
-            rc, out, err, _ = self.run_tmtrace(step["argv"])
+            rc, out, err, took = self.run_tmtrace(step["argv"])
+            with self.lock:
+                self.tmtrace_runs += 1
+                self.tmtrace_seconds += took
             problem = None
             kind = step["check"]
             if kind == "refuse":
@@ -781,7 +839,7 @@ class Runner:
                 self.kept[sig] = kept + 1
         step = case["steps"][problem.get("step", 0)]
         entry = {"id": case["id"], "family": case["family"], "why": problem["why"],
-                 "tags": case.get("tags", [])}
+                 "tags": case.get("tags", []), "argv": step["argv"]}
         if keep:
             d = os.path.join(self.args.faildir, case["id"])
             shutil.rmtree(d, ignore_errors=True)
@@ -807,9 +865,13 @@ class Runner:
                 if n == problem.get("step", 0):
                     ref = " ".join(shlex.quote(a) for a in
                                    [sys.executable, "tests/engine/pyside.py", "tmtrace", "report"] + argv)
-                    if s["check"] == "output":
+                    if s["check"] == "output" and argv[0].endswith(".pickle"):
                         script.append("# expected (tracemalloc): " + ref)
                         cmds.append("diff <(%s) <(%s)" % (cmd, ref))
+                    elif s["check"] == "output":  # a file tmtrace wrote: expected.txt
+                        exp = shlex.quote(self.rel(os.path.join(d, "expected.txt")))
+                        script.append("# expected (tracemalloc): " + exp)
+                        cmds.append("%s | diff - %s" % (cmd, exp))
                     elif s.get("pickle"):
                         src = [mapping.get(a, a) for a in s["source_argv"]]
                         chk = " ".join(shlex.quote(a) for a in
@@ -855,6 +917,16 @@ class Runner:
             return "raises", "%s: %s" % (type(e).__name__, e)
         return "output", text
 
+    @staticmethod
+    def pick(rng, items):
+        """A random snapshot (or pair), the large ones a quarter as often:
+        tracemalloc's Python code takes its time on them."""
+        while True:
+            item = rng.choice(items)
+            size = item[1].size if isinstance(item, tuple) else item.size
+            if size <= 1000 or rng.random() < 0.25:
+                return item
+
     def make_case(self, rng, qid, groups, pairs):
         family = weighted(rng, [(40, "stats"), (22 if pairs else 0, "compare"), (2, "refuse"),
                                 (10, "pickle-out"), (10, "tmt-roundtrip"), (5, "json"),
@@ -875,7 +947,7 @@ class Runner:
             return {"id": qid, "family": family, "inputs": [snap.path], "tags": [],
                     "steps": [{"argv": argv, "check": "output", "expected": value}]}
         if family == "compare" or (family in ("refuse", "json") and pairs and rng.random() < 0.5):
-            old, new = rng.choice(pairs)
+            old, new = self.pick(rng, pairs)
             r = rng.random()
             if r < 0.05:  # against an unrelated snapshot, or itself
                 old = rng.choice([rng.choice(groups), new])
@@ -885,8 +957,8 @@ class Runner:
                 else:
                     new = groups[0]
         else:
-            old, new = None, rng.choice(groups)
-        if rng.random() < 0.06:  # the snapshots tracemalloc took
+            old, new = None, self.pick(rng, groups)
+        if rng.random() < 0.02:  # the snapshots tracemalloc took (large ones)
             old, new = (self.real[0] if old is not None else None), self.real[1]
         inputs = [new.path] + ([old.path] if old is not None else [])
         tags = sorted({new.profile, old.profile if old else new.profile} - {"normal", "ties"})
@@ -903,9 +975,9 @@ class Runner:
             o = parse_report(argv)
             try:
                 filters = build_filters(o)
-                snap = new.snapshot.filter_traces(filters)
+                snap = filter_traces(new.snapshot, filters)
                 if old is not None:
-                    stats = snap.compare_to(old.snapshot.filter_traces(filters), o["key"],
+                    stats = snap.compare_to(filter_traces(old.snapshot, filters), o["key"],
                                             o["cumulative"])
                     numbers = [[s.size, s.count, s.size_diff, s.count_diff] for s in stats]
                 else:
@@ -944,7 +1016,7 @@ class Runner:
 
         o = parse_report([new.path] + flatten(filt))
         try:
-            filtered = new.snapshot.filter_traces(build_filters(o))
+            filtered = filter_traces(new.snapshot, build_filters(o))
             default_out, _ = report_output(parse_report([new.path] + flatten(filt)), self.load)
         except re.error as e:
             self.skipped.append("re.error: %s" % e)
@@ -1051,6 +1123,8 @@ class Runner:
             "counts": self.counts, "failures": self.failures,
             "skipped": len(self.skipped), "skipped_examples": sorted(set(self.skipped))[:3],
             "seconds": time.monotonic() - t0, "generation_seconds": t_gen,
+            "tmtrace_runs": self.tmtrace_runs, "tmtrace_seconds": self.tmtrace_seconds,
+            "cpu_seconds": time.process_time(),
         }
 
 
@@ -1120,6 +1194,7 @@ def cmd_run(argv):
                    help="failures whose files are kept, per family and size profile")
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--tmtrace", action="append", default=[])
+    p.add_argument("--tmtrace-shown-as", help="how repro commands name tmtrace")
     p.add_argument("--dry-run", action="store_true",
                    help="generate and compute the expected outputs, run nothing")
     a = p.parse_args(argv)

@@ -2,21 +2,29 @@
 """Differential tests of tmtrace's snapshot engine against tracemalloc.
 
 usage: /usr/bin/python3 tests/engine/run.py [--seed N] [--snapshots N]
-           [--queries N] [--jobs N] [--workers N] [-V 3.X]... [--fake]
-           [--keep-work]
+           [--queries N] [--profiles LIST] [--jobs N] [--workers N]
+           [-V 3.X]... [--tmtrace PATH | --fake] [-v] [--show N] [--keep-work]
 
 For each CPython 3.8-3.13 installed under `pyenv root`/versions (else
-/root/.pyenv/versions), tests/engine/pyside.py runs under that Python and:
+$PYENV_ROOT, else /root/.pyenv; the newest 3.X.N of each), the helper
+tests/engine/pyside.py runs under that Python and:
 
   1. builds random tracemalloc.Snapshot objects from raw traces, (domain,
      size, frames, total_nframe) on 3.9+ and (domain, size, frames) on 3.8,
      frames most recent first: domains mostly 0, some small, some near
-     2**32-1; sizes from 0 to 2**64-1 (a "big" profile with sizes past 2**53
-     and a "huge" one past 2**63, whose sums pass 2**64, tag their failures);
-     tracebacks of 1-8 frames sharing their oldest frames, with recursion
-     (a frame repeated: cumulative statistics count it each time),
-     <unknown>:0 frames, non-ASCII, .pyc, and fnmatch-special file names;
-     total_nframe ints and None; 0 to 2000 traces, a few up to 12000;
+     2**32-1; tracebacks of 1-8 frames sharing their oldest frames, with
+     recursion (a frame repeated: cumulative statistics count it each time),
+     <unknown>:0 frames, non-ASCII, long, .pyc and fnmatch-special file
+     names, equal tracebacks as shared and as distinct objects (both pickle
+     forms); lineno 0 to 2**32-1; total_nframe ints and None; traceback
+     limits 1 to 128; 0 to 2000 traces, a few up to 12000. Each snapshot has
+     a size profile: "normal" (0 B to TiB), "ties" (a few sizes: the order
+     of equal statistics is tracemalloc's traceback order), "big" (sizes
+     past 2**53, sums below 2**63) or "huge" (sizes up to 2**64-1, sums past
+     2**64); failures name the big and huge ones. Two snapshots are ones
+     tracemalloc really took (tagged "real"), and one has 600 single-frame
+     traces of file names over a small alphabet of fnmatch's special
+     characters;
   2. dumps them with Snapshot.dump(), single snapshots and (old, new) pairs
      that share most traces;
   3. draws random queries and compares, byte for byte, what
@@ -25,35 +33,42 @@ For each CPython 3.8-3.13 installed under `pyenv root`/versions (else
      or compare_to() (families "stats" and "compare"). Filters come from the
      snapshot's file names and from fnmatch syntax (*, ?, [seq], [!seq],
      []], [!]], empty ranges such as [z-a], a trailing [, .pyc), with and
-     without :LINE, --all-frames, --domain and --exclude-domain. A query
-     on which tracemalloc raises (cumulative with key traceback) must make
-     tmtrace exit non-zero ("refuse"). Python 3.8 and 3.9 raise re.error on
-     a pattern with an empty range: those queries are not compared
-     (counted as "skipped (3.8/3.9 fnmatch raises)");
+     without :LINE, --all-frames, --domain and --exclude-domain; numbers
+     are decimal, a few written with leading zeros. "fnmatch" queries
+     filter the alphabet snapshot with -k filename -t 0, which lists
+     exactly the names a pattern keeps. A query on which tracemalloc raises
+     (cumulative with key traceback) must make tmtrace exit non-zero
+     ("refuse"). Python 3.8 and 3.9 raise re.error on a pattern with an
+     empty range: those queries are not compared (counted as "skipped");
   4. "pickle-out": `tmtrace report FILE [filters] -o OUT.pickle
      [--python-version 3.X]`, then Snapshot.load(OUT) in that Python must
-     hold the filtered traces (sorted raw traces equal) and give the same
-     statistics; "tmt-roundtrip": `-o OUT.tmt`, then `report OUT.tmt`
-     must print what the filtered pickle gives, `OUT.tmt -o back.pickle`
-     must load with the same traces, and `OUT.tmt --compare OLD.pickle`
-     must print what tracemalloc's compare_to gives;
+     hold the filtered traces (sorted raw traces equal, of the right types)
+     and give the same statistics; "tmt-roundtrip": `-o OUT.tmt`, then
+     `report OUT.tmt` must print what the filtered pickle gives,
+     `OUT.tmt -o back.pickle` must load with the same traces, and
+     `OUT.tmt --compare OLD.pickle` must print what compare_to gives. What
+     tmtrace prints besides writing -o must be nothing or the report;
   5. "json": `--format json` must print one JSON document whose "stats"
      have the size, count (and size_diff, count_diff) of tracemalloc's
      statistics, in its order (the rest of the JSON is not checked), and
      `--format text` must exit 0.
 
 Each query is one test: the last line is `N passed, N failed`. A failure
-prints its first mismatching line and the commands to reproduce it; its
-files (inputs, expected.txt, actual.txt, repro.sh) are kept under
+prints its first mismatching line and the commands to reproduce it; the
+files of up to 10 failures per family and size profile (inputs,
+expected.txt, actual.txt, repro.sh) are kept under
 build/engine-failures/py3.X/QUERY/. By hand, the reference output of any
 query is `python3.X tests/engine/pyside.py tmtrace report FILE ...` (the
 same options as tmtrace), and a written pickle is checked with
 `python3.X tests/engine/pyside.py check-pickle OUT FILE [filters]`.
 
 Randomness is deterministic (--seed, default 1; per version the seed is
-seed*1000+minor); --snapshots and --queries set the amount per version.
-Versions run --jobs at a time (default: the number of CPUs), each with
---workers tmtrace processes in flight (default 2).
+seed*1000+minor); --snapshots and --queries set the amount per version
+(default 400 and 1500, about 1.5 minutes on 2 CPUs), --profiles the size
+profiles drawn. Versions run --jobs at a time (default: the number of
+CPUs), each with --workers tmtrace processes in flight (default 2). The
+binary under test is a copy of build/tmtrace (or --tmtrace PATH), so a
+rebuild meanwhile does not change it.
 
 A missing Python version is skipped, or a failure under CI=true. When
 build/tmtrace has no `report` command the comparisons are skipped, saying
@@ -109,10 +124,15 @@ def find_python(root, minor):
     return best[1] if best else None
 
 
+def shown(path):
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
 def tmtrace_has_report(tmtrace):
     """None when `tmtrace report` exists, else why not."""
     if not os.access(tmtrace, os.X_OK):
-        return "%s is not built (run make)" % os.path.relpath(tmtrace, ROOT)
+        return "%s is not built (run make)" % shown(tmtrace)
     try:
         p = subprocess.run([tmtrace, "report", "--help"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=30)
@@ -122,7 +142,7 @@ def tmtrace_has_report(tmtrace):
     if p.returncode != 0 or "--compare" not in text or "tracemalloc" not in text:
         return ("%s has no report command yet (`tmtrace report --help` exited %d "
                 "without describing --compare and --format tracemalloc)"
-                % (os.path.relpath(tmtrace, ROOT), p.returncode))
+                % (shown(tmtrace), p.returncode))
     return None
 
 
@@ -136,6 +156,10 @@ def run_version(minor, python, args, tmtrace_cmd, workdir):
            "--queries", str(args.queries), "--workers", str(args.workers),
            "--profiles", args.profiles, "--workdir", work,
            "--faildir", fail, "--result", result_path]
+    if "--shown-as" in tmtrace_cmd:
+        i = tmtrace_cmd.index("--shown-as")
+        cmd += ["--tmtrace-shown-as", tmtrace_cmd[i + 1]]
+        tmtrace_cmd = tmtrace_cmd[:i]
     for a in tmtrace_cmd:
         cmd += ["--tmtrace", a]
     t0 = time.monotonic()
@@ -171,6 +195,7 @@ def main():
                         help="test the reference implementation instead of build/tmtrace")
     parser.add_argument("--tmtrace", metavar="PATH", default=TMTRACE,
                         help="the tmtrace to test (default build/tmtrace)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="timings per version")
     parser.add_argument("--show", type=int, default=5, help="failures shown per version")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep the generated files under build/engine-work")
@@ -180,7 +205,12 @@ def main():
     passed = failed = 0
     minors = MINORS
     if args.python:
-        minors = [int(v.split(".")[1]) for v in args.python]
+        minors = []
+        for v in args.python:
+            m = re.match(r"3\.([0-9]+)$", v)
+            if not m or int(m.group(1)) not in MINORS:
+                parser.error("-V %s: the versions are 3.8 to 3.13" % v)
+            minors.append(int(m.group(1)))
 
     if args.fake:
         tmtrace_cmd = None  # each version's own Python runs the reference
@@ -212,6 +242,11 @@ def main():
 
     workdir = os.path.join(WORKDIR, "run-%d" % os.getpid())
     os.makedirs(workdir, exist_ok=True)
+    if tmtrace_cmd:
+        # a copy: the binary under test stays the same if make relinks it meanwhile
+        copy = os.path.join(workdir, "tmtrace")
+        shutil.copy2(tmtrace_cmd[0], copy)
+        tmtrace_cmd = [copy, "--shown-as", shown(tmtrace_cmd[0])]
 
     def job(item):
         minor, python = item
@@ -235,9 +270,12 @@ def main():
         fams = ", ".join("%s %d/%d" % (f, counts[f][0], sum(counts[f]))
                          for f in FAMILIES if f in counts)
         print("%s %s (%s): %d snapshots (%d old/new pairs, %d traces), %d queries: %s; "
-              "%d skipped (3.8/3.9 fnmatch raises); %.0f s"
+              "%d skipped (3.8/3.9 fnmatch raises); %.0f s (%d tmtrace runs)"
               % ("ok  " if not vf else "FAIL", tag, r["python"], r["snapshots"], r["pairs"],
-                 r["traces"], r["queries"], fams, r["skipped"], r["seconds"]))
+                 r["traces"], r["queries"], fams, r["skipped"], r["seconds"], r["tmtrace_runs"]))
+        if args.verbose:
+            print("     generation %.1f s, harness CPU %.1f s, tmtrace wall %.1f s in all"
+                  % (r["generation_seconds"], r["cpu_seconds"], r["tmtrace_seconds"]))
         for e in r["failures"][:args.show]:
             print("  %s %s%s: %s" % (e["id"], e["family"],
                                      " [%s snapshot]" % ",".join(e["tags"]) if e["tags"] else "",
@@ -249,9 +287,9 @@ def main():
                 for c in e.get("repro", []):
                     print("    $ " + c)
         if len(r["failures"]) > args.show:
-            print("  ... %d more failures (files of the first %d under %s)"
-                  % (len(r["failures"]) - args.show, 40, os.path.relpath(
-                      os.path.join(FAILDIR, tag), ROOT)))
+            print("  ... %d more failures (the files of up to 10 per family and size profile "
+                  "are under %s)" % (len(r["failures"]) - args.show,
+                                     os.path.relpath(os.path.join(FAILDIR, tag), ROOT)))
     if not args.keep_work:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
