@@ -187,11 +187,6 @@ bool elf_is_shared(const struct elf_file *ef)
 	return ef->ehdr.e_type == ET_DYN;
 }
 
-bool elf_has_symtab(const struct elf_file *ef)
-{
-	return ef->nsymtab > 0;
-}
-
 int elf_vaddr_to_offset(const struct elf_file *ef, uint64_t vaddr, uint64_t *offset)
 {
 	for (size_t i = 0; i < ef->nphdrs; i++) {

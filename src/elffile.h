@@ -24,7 +24,6 @@ int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint
 /* The symbol whose [value, value+size) contains vaddr (function names for --verbose). */
 const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start);
 bool elf_is_shared(const struct elf_file *ef); /* ET_DYN: addresses need the load bias */
-bool elf_has_symtab(const struct elf_file *ef);
 
 /* File offset of a virtual address in a PT_LOAD segment (uprobes take offsets). */
 int elf_vaddr_to_offset(const struct elf_file *ef, uint64_t vaddr, uint64_t *offset);

@@ -70,25 +70,6 @@ void proc_maps_free(struct proc_maps *m)
 	m->count = 0;
 }
 
-static const char *basename_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	return slash ? slash + 1 : path;
-}
-
-const struct mapping *proc_maps_find_file(const struct proc_maps *m, const char *prefix)
-{
-	for (size_t i = 0; i < m->count; i++) {
-		const struct mapping *map = &m->maps[i];
-
-		if (map->path && map->inode &&
-		    strncmp(basename_of(map->path), prefix, strlen(prefix)) == 0)
-			return map;
-	}
-	return NULL;
-}
-
 const struct mapping *proc_maps_file_base(const struct proc_maps *pm, const struct mapping *m)
 {
 	const struct mapping *best = m;

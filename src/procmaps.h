@@ -25,10 +25,6 @@ struct proc_maps {
 int proc_maps_read(pid_t pid, struct proc_maps *out);
 void proc_maps_free(struct proc_maps *m);
 
-/* The first mapping of the file whose path ends in `suffix` after the last
- * '/' and starts with `prefix` (e.g. "libpython3", "libc.so"), or NULL. */
-const struct mapping *proc_maps_find_file(const struct proc_maps *m, const char *prefix);
-
 /* Lowest mapping of the same file (dev:inode) as `m`: its start minus its
  * offset is where the file's first byte would be. */
 const struct mapping *proc_maps_file_base(const struct proc_maps *pm, const struct mapping *m);
