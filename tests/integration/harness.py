@@ -226,3 +226,20 @@ def lines_of(stats, filename):
 
 def within(a, b, rel):
     return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def run_behave(python, during=None, rounds=100, delay="0.1", timeout=120):
+    """Runs workloads/behave.py to the end: (exit code, stdout lines).
+    `during(workload)` runs while it does (it must send 'go'). The output
+    does not depend on timing: the reference run (no `during`) goes flat
+    out, a traced one waits `delay` between rounds to outlive several
+    attach/detach cycles."""
+    w = Workload(python, "behave.py", rounds, delay if during else "0")
+    try:
+        if during:
+            during(w)
+        else:
+            w.send("go")
+        return w.finish(timeout=timeout)
+    finally:
+        w.kill()

@@ -6,7 +6,7 @@ import re
 import signal
 import time
 
-from harness import Tmtrace, Workload, check, find_python, require_root
+from harness import Tmtrace, Workload, check, find_python, require_root, run_behave
 
 
 def test_debian_python_reports_inlined_copies():
@@ -37,15 +37,7 @@ def test_debian_python_reports_inlined_copies():
 
 
 def behave(python, during=None, rounds=100):
-    w = Workload(python, "behave.py", rounds, "0.05" if during else "0")
-    try:
-        if during:
-            during(w)
-        else:
-            w.send("go")
-        return w.finish(timeout=180)
-    finally:
-        w.kill()
+    return run_behave(python, during, rounds, "0.05", timeout=180)
 
 
 def test_debian_behaviour_unchanged_across_attach_detach():

@@ -4,26 +4,14 @@ import signal
 import subprocess
 import time
 
-from harness import TMTRACE, Tmtrace, Workload, check, find_python, require_root
+from harness import TMTRACE, Tmtrace, Workload, check, find_python, require_root, run_behave
 
 
 ROUNDS = 100
 
 
 def behave_output(python, during=None):
-    """Runs behave.py to the end; `during(workload)` runs while it does. The
-    output does not depend on timing: the reference run goes flat out, the
-    traced one slowly enough to outlive several attach/detach cycles."""
-    w = Workload(python, "behave.py", ROUNDS, "0.1" if during else "0")
-    try:
-        if during:
-            during(w)
-        else:
-            w.send("go")
-        code, lines = w.finish(timeout=120)
-    finally:
-        w.kill()
-    return code, lines
+    return run_behave(python, during, ROUNDS, "0.1", timeout=120)
 
 
 def test_kill_9_leaves_target_unchanged():
