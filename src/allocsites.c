@@ -30,15 +30,41 @@ static const struct wrapper wrappers[] = {
 };
 
 #define WRAPPER_MAX_BYTES 256
+#define WRAPPER_MAX_LOADS 48
 
-/* The allocator-struct slot a wrapper calls through: `jmp *slot(%rip)`, or
- * `mov slot(%rip),%reg` followed by `call *%reg` or, in PGO builds, by the
- * guard `cmp $default,%reg`. The ctx load (`mov base(%rip),%rdi`) must
- * agree with the slot's field offset. */
+/* What a register is known to hold while reading a wrapper. */
+struct reg_fact {
+	uint64_t points_to; /* it holds this address (lea, or a GOT entry's target) */
+	uint64_t loaded_from; /* it holds the word read from this address */
+};
+
+/* The address a memory operand reads: rip-relative, or base register plus
+ * displacement when the base is known to point somewhere. 0 if unknown. */
+static uint64_t operand_address(const cs_insn *insn, const cs_x86_op *op, const struct reg_fact *regs)
+{
+	uint64_t target;
+
+	if (op->type != X86_OP_MEM || op->mem.index != X86_REG_INVALID)
+		return 0;
+	if (op->mem.base == X86_REG_RIP)
+		return x86_rip_target(insn, &target) ? target : 0;
+	if (x86_gpr(op->mem.base) == TM_REG_NONE || !regs[x86_gpr(op->mem.base)].points_to)
+		return 0;
+	return regs[x86_gpr(op->mem.base)].points_to + (uint64_t)op->mem.disp;
+}
+
+/* The allocator-struct slot a wrapper calls through. Up to 3.11 the
+ * structs are static variables: `jmp *slot(%rip)`, or `mov slot(%rip),%reg`
+ * followed by `call *%reg` or, in PGO builds, by the guard
+ * `cmp $default,%reg`. From 3.12 they live in _PyRuntime, reached through
+ * the GOT in a shared libpython: `mov _PyRuntime@GOT(%rip),%rax;
+ * mov ctx(%rax),%rdi; jmp *slot(%rax)`. Either way the ctx load must sit
+ * `field` bytes before the slot, which is what makes the slot certain. */
 static int wrapper_slot(csh cs, struct elf_file *ef, uint64_t vaddr, unsigned field, uint64_t *slot)
 {
 	uint8_t code[WRAPPER_MAX_BYTES];
-	uint64_t loaded[TM_REG_COUNT] = { 0 }, rip_loads[48], found = 0;
+	struct reg_fact regs[TM_REG_COUNT];
+	uint64_t loads[WRAPPER_MAX_LOADS], found = 0;
 	int nloads = 0;
 	const uint8_t *p = code;
 	size_t left = sizeof(code);
@@ -52,37 +78,46 @@ static int wrapper_slot(csh cs, struct elf_file *ef, uint64_t vaddr, unsigned fi
 		cs_free(insn, 1);
 		return -ERANGE;
 	}
-	for (int i = 0; i < 48 && !found && cs_disasm_iter(cs, &p, &left, &addr, insn); i++) {
+	memset(regs, 0, sizeof(regs));
+	for (int i = 0; i < WRAPPER_MAX_LOADS && !found && cs_disasm_iter(cs, &p, &left, &addr, insn); i++) {
 		const cs_x86 *x = &insn->detail->x86;
-		uint64_t target;
 
-		if (insn->id == X86_INS_MOV && x->op_count == 2 && x->operands[0].type == X86_OP_REG &&
-		    x86_rip_target(insn, &target)) {
-			enum tm_reg r = x86_gpr(x->operands[0].reg);
+		if ((insn->id == X86_INS_MOV || insn->id == X86_INS_LEA) && x->op_count == 2 &&
+		    x->operands[0].type == X86_OP_REG && x86_gpr(x->operands[0].reg) != TM_REG_NONE) {
+			struct reg_fact *r = &regs[x86_gpr(x->operands[0].reg)];
+			uint64_t from = operand_address(insn, &x->operands[1], regs), bound;
 
-			loaded[r] = target;
-			rip_loads[nloads++] = target;
+			memset(r, 0, sizeof(*r));
+			if (!from)
+				continue;
+			if (insn->id == X86_INS_LEA) {
+				r->points_to = from;
+				continue;
+			}
+			r->loaded_from = from;
+			loads[nloads++] = from;
+			if (elf_got_address(ef, from, &bound) == 0)
+				r->points_to = bound;
 			continue;
 		}
 		if ((insn->id == X86_INS_JMP || insn->id == X86_INS_CALL) && x->op_count == 1) {
-			if (x86_rip_target(insn, &target))
-				found = target;
-			else if (x->operands[0].type == X86_OP_REG)
-				found = loaded[x86_gpr(x->operands[0].reg)];
+			if (x->operands[0].type == X86_OP_MEM)
+				found = operand_address(insn, &x->operands[0], regs);
+			else if (x->operands[0].type == X86_OP_REG && x86_gpr(x->operands[0].reg) != TM_REG_NONE)
+				found = regs[x86_gpr(x->operands[0].reg)].loaded_from;
 			if (!found && insn->id == X86_INS_JMP && x->operands[0].type != X86_OP_IMM)
 				break;
 			continue;
 		}
 		if (insn->id == X86_INS_CMP && x->op_count == 2 && x->operands[0].type == X86_OP_REG &&
-		    x->operands[1].type == X86_OP_IMM)
-			found = loaded[x86_gpr(x->operands[0].reg)];
+		    x->operands[1].type == X86_OP_IMM && x86_gpr(x->operands[0].reg) != TM_REG_NONE)
+			found = regs[x86_gpr(x->operands[0].reg)].loaded_from;
 		if (insn->id == X86_INS_RET)
 			break;
 	}
 	cs_free(insn, 1);
-	/* The wrapper also loads the struct's ctx field for the call. */
 	for (int i = 0; found && i < nloads; i++) {
-		if (rip_loads[i] == found - field) {
+		if (loads[i] == found - field) {
 			*slot = found;
 			err = 0;
 		}

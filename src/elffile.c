@@ -243,7 +243,8 @@ int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value)
 	return 0;
 }
 
-const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
+/* The GLOB_DAT or JUMP_SLOT relocation of a GOT slot, with its symbol. */
+static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, GElf_Sym *sym, const char **name)
 {
 	Elf_Scn *scn = NULL;
 	GElf_Shdr sh;
@@ -262,19 +263,38 @@ const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
 		symdata = elf_getdata(symscn, NULL);
 		for (size_t i = 0; symdata && i < sh.sh_size / sh.sh_entsize; i++) {
 			GElf_Rela r;
-			GElf_Sym sym;
 			unsigned type;
 
 			if (!gelf_getrela(data, (int)i, &r) || r.r_offset != got_vaddr)
 				continue;
 			type = (unsigned)GELF_R_TYPE(r.r_info);
 			if ((type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT) ||
-			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), &sym))
-				return NULL;
-			return elf_strptr(ef->elf, symsh.sh_link, sym.st_name);
+			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), sym))
+				return -ENOENT;
+			*name = elf_strptr(ef->elf, symsh.sh_link, sym->st_name);
+			return 0;
 		}
 	}
-	return NULL;
+	return -ENOENT;
+}
+
+const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
+{
+	GElf_Sym sym;
+	const char *name;
+
+	return got_relocation(ef, got_vaddr, &sym, &name) ? NULL : name;
+}
+
+int elf_got_address(struct elf_file *ef, uint64_t got_vaddr, uint64_t *value)
+{
+	GElf_Sym sym;
+	const char *name;
+
+	if (got_relocation(ef, got_vaddr, &sym, &name) || sym.st_shndx == SHN_UNDEF)
+		return -ENOENT;
+	*value = sym.st_value;
+	return 0;
 }
 
 int elf_exec_sections(struct elf_file *ef, struct elf_section_view *views, size_t max)
