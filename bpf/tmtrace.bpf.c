@@ -22,6 +22,15 @@ struct tm_totals totals = {};
 /* Set by userspace once every probe is armed: nothing is recorded before, so
  * a half-attached tmtrace never shows partial figures. */
 volatile __u32 armed = 0;
+/* Set once a hook was seen (by a hook site firing, or by userspace reading
+ * the allocator slots): from then on default-allocator calls check their
+ * slot, which costs a read each. */
+volatile __u32 hooks_seen = 0;
+/* Set once a code object died: from then on frames look their code
+ * address's generation up. */
+volatile __u32 code_deaths = 0;
+/* Hook functions (addresses in the target) that have probes. */
+volatile __u64 hook_fns[TM_MAX_HOOKS] = {};
 
 /* Live blocks: address -> size, traceback. Sized from --max-blocks. */
 struct {
@@ -30,6 +39,25 @@ struct {
 	__type(value, struct tm_block);
 	__uint(max_entries, 1);
 } live SEC(".maps");
+
+/* Blocks PyTraceMalloc_Track() put in domains other than 0. They are not
+ * in traceback_stats (which knows no domain): userspace reads them here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct tm_tracked_key);
+	__type(value, struct tm_block);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+} tracked SEC(".maps");
+
+/* Code addresses where a code object died -> how many died there. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, __u64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+} code_generations SEC(".maps");
 
 /* Interned tracebacks: frames -> id. The key size is set from -n at load. */
 struct {
@@ -292,6 +320,12 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 		f->code = code;
 		f->lasti = (__s32)lasti;
 		f->fingerprint = code_fingerprint(s->code_window);
+		if (code_deaths) {
+			__u64 *gen = bpf_map_lookup_elem(&code_generations, &code);
+
+			if (gen)
+				f->fingerprint = tm_fingerprint_with_generation(f->fingerprint, *gen);
+		}
 		w->nframe = n + 1;
 	} else if (!cfg.count_all_frames) {
 		w->truncated = 1;
@@ -462,6 +496,64 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	stats_add(blk.traceback_id, size, 1);
 	update_peak(__sync_add_and_fetch(&totals.current, (__s64)size));
 	__sync_fetch_and_add(&totals.allocs, 1);
+}
+
+/* PyTraceMalloc_Track(): tracemalloc_add_trace() in that domain. */
+static __always_inline void track_block(struct tm_thread *t, __u32 domain, __u64 ptr, __u64 size)
+{
+	struct tm_tracked_key key = { .ptr = ptr, .domain = domain };
+	struct tm_block blk = { .size = size, .domain = domain };
+	struct tm_block *old;
+
+	if (domain == 0) {
+		record_block(t, ptr, size, 0);
+		return;
+	}
+	blk.traceback_id = current_traceback(t);
+	old = bpf_map_lookup_elem(&tracked, &key);
+	if (old) {
+		__sync_fetch_and_add(&totals.current, -(__s64)old->size);
+		*old = blk;
+	} else if (bpf_map_update_elem(&tracked, &key, &blk, BPF_NOEXIST)) {
+		count_lost(TM_LOST_LIVE_FULL);
+		return;
+	}
+	update_peak(__sync_add_and_fetch(&totals.current, (__s64)size));
+	__sync_fetch_and_add(&totals.allocs, 1);
+}
+
+static __always_inline void untrack_block(__u32 domain, __u64 ptr)
+{
+	struct tm_tracked_key key = { .ptr = ptr, .domain = domain };
+	struct tm_block *b;
+	__u64 size;
+
+	if (domain == 0) {
+		forget_block(ptr);
+		return;
+	}
+	b = bpf_map_lookup_elem(&tracked, &key);
+	if (!b)
+		return;
+	size = b->size;
+	if (bpf_map_delete_elem(&tracked, &key))
+		return;
+	__sync_fetch_and_add(&totals.current, -(__s64)size);
+	__sync_fetch_and_add(&totals.frees, 1);
+}
+
+/* A code object dies: its address starts a new generation. */
+static __always_inline void code_died(__u64 code)
+{
+	__u64 one = 1, *gen = bpf_map_lookup_elem(&code_generations, &code);
+
+	if (gen)
+		__sync_fetch_and_add(gen, 1);
+	else if (bpf_map_update_elem(&code_generations, &code, &one, BPF_NOEXIST) &&
+		 !bpf_map_lookup_elem(&code_generations, &code))
+		count_lost(TM_LOST_CODE_GENERATIONS);
+	if (!code_deaths)
+		code_deaths = 1;
 }
 
 /* ---- probes ------------------------------------------------------------ */
@@ -641,6 +733,18 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 		return 0;
 	}
 	switch (site->role) {
+	case TM_ROLE_TRACK:
+		if (armed && t->depth == 0)
+			track_block(t, (__u32)reg_value(regs, TM_REG_DI), a, b);
+		return 0;
+	case TM_ROLE_UNTRACK:
+		if (armed && t->depth == 0)
+			untrack_block((__u32)reg_value(regs, TM_REG_DI), a);
+		return 0;
+	case TM_ROLE_CODE_DEALLOC:
+		if (a)
+			code_died(a);
+		return 0;
 	case TM_ROLE_ENTRY:
 	case TM_ROLE_NEWPOOL:
 		push_pending(t, id, ctx->sp, a, b, 0, site->role == TM_ROLE_NEWPOOL);
@@ -713,6 +817,27 @@ static __always_inline int on_result(struct pt_regs *ctx, const struct tm_site *
 	return 0;
 }
 
+/* Is a default allocator's slot hooked right now? Then a call of it that is
+ * not nested in a probed hook is not the workload's: tracemalloc (or any
+ * hook) sees the workload's allocations pass through itself, and calls the
+ * default functions directly only for its own bookkeeping. A hook tmtrace
+ * has not probed yet (userspace attaches it within a moment) leaves the
+ * call recorded, and counted as such. */
+static __always_inline bool hooked_now(const struct tm_site *site)
+{
+	__u64 live = 0;
+
+	if (bpf_probe_read_user(&live, sizeof(live), (void *)site->slot) || !live ||
+	    live == site->slot_default)
+		return false;
+	for (__u32 i = 0; i < TM_MAX_HOOKS; i++) {
+		if (hook_fns[i] == live)
+			return true;
+	}
+	count_lost(TM_LOST_UNPROBED_HOOK);
+	return false;
+}
+
 static __always_inline int on_probe(struct pt_regs *ctx)
 {
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
@@ -740,6 +865,12 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 		return 0;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);
+	if (site->flags & TM_SITE_HOOK) {
+		if (!hooks_seen)
+			hooks_seen = 1;
+	} else if (hooks_seen && site->slot && t->depth == 0 && hooked_now(site)) {
+		return 0;
+	}
 	return on_call(ctx, id, site, t, regs);
 }
 

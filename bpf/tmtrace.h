@@ -17,6 +17,8 @@
 /* Size of the scratch window read out of a frame or a code object. */
 #define TM_FRAME_WINDOW 128
 #define TM_CODE_WINDOW 256
+/* Hook functions tmtrace probes at most (tracemalloc has 7). */
+#define TM_MAX_HOOKS 16
 
 /* What an allocator call does. */
 enum tm_call_kind {
@@ -58,7 +60,23 @@ enum tm_role {
 	 * shows as the nested malloc and free the copy calls, and a block
 	 * pymalloc does not own as the nested raw realloc */
 	TM_ROLE_REALLOC = 6,
+	/* PyTraceMalloc_Track(domain, ptr, size): a = ptr, b = size, the
+	 * domain in %rdi (probed at the function's first instruction) */
+	TM_ROLE_TRACK = 7,
+	/* PyTraceMalloc_Untrack(domain, ptr): a = ptr, domain in %rdi */
+	TM_ROLE_UNTRACK = 8,
+	/* the code object deallocator (PyCode_Type.tp_dealloc): a = code.
+	 * A code object's address may be reused by a new one once it dies;
+	 * each death starts a new generation of that address, which frames
+	 * carry, so a traceback never takes a dead code object's lines. */
+	TM_ROLE_CODE_DEALLOC = 9,
 };
+
+/* tm_site.flags */
+#define TM_SITE_HOOK 1 /* a hook's function (tracemalloc's, when it runs in the
+			* target): what passes through it is the workload's
+			* allocation; calls of the default allocators nested in it
+			* are its own and ignored */
 
 /* Where an operand lives at a probe site. */
 enum tm_operand_type {
@@ -87,8 +105,15 @@ struct tm_site {
 	__u8 guard_reg; /* enum tm_reg holding the allocator pointer; NONE: no guard */
 	__u32 entry;    /* RETURN: the ENTRY site it completes */
 	__s32 sp_delta; /* RETURN: stack pointer here minus at the ENTRY (8 for a uretprobe) */
-	__u32 pad;
+	__u8 flags;     /* TM_SITE_* */
+	__u8 pad[3];
 	__u64 guard_value;        /* the default function's address: anything else is a hook */
+	/* The live allocator-struct slot of this default function, and the
+	 * default value: while it holds anything else (a hook), a call of the
+	 * default function at depth 0 is not the workload's (tracemalloc's
+	 * own bookkeeping), as tracemalloc counts only what passes through
+	 * its hooks. 0: no slot (hook sites, Track/Untrack). */
+	__u64 slot, slot_default;
 	struct tm_operand a, b;   /* size, nelem/elsize or pointer/size operands */
 	struct tm_operand result; /* RETURN: where the result is */
 };
@@ -107,12 +132,17 @@ enum tm_lost {
 	TM_LOST_NESTING,         /* allocator calls nested deeper than tracked */
 	TM_LOST_ABANDONED,       /* a call whose result never came (a path around the return site) */
 	TM_LOST_POOL_UNREADABLE, /* pymalloc's pool state could not be read */
+	TM_LOST_UNPROBED_HOOK,   /* a call through a hook tmtrace has not probed yet,
+				  * recorded at the default function (the hook's own
+				  * allocations may be counted with it) */
+	TM_LOST_CODE_GENERATIONS,/* the code-generation map is full: a reused code
+				  * address may be taken for its dead predecessor */
 	TM_LOST_COUNT,
 };
 
 #define TM_LOST_NAMES { "live_map_full", "traceback_map_full", \
 	"unreadable_frames", "lost_events", "nesting_overflow", "abandoned_calls", \
-	"unreadable_pools" }
+	"unreadable_pools", "unprobed_hook_calls", "code_generations_full" }
 
 /* One Python frame as BPF captures it. The fingerprint summarizes the code
  * object's identity (its filename, name and line-table pointers, first line
@@ -123,6 +153,13 @@ struct tm_raw_frame {
 	__s32 lasti;       /* instruction offset in bytes, as PyCode_Addr2Line wants it */
 	__u32 fingerprint;
 };
+
+/* The generation of a code address (how many code objects died there),
+ * folded into the frame's fingerprint. */
+static inline __u32 tm_fingerprint_with_generation(__u32 fingerprint, __u64 generation)
+{
+	return fingerprint ^ (__u32)(generation * 0x9e3779b1U);
+}
 
 /* The key of the traceback map. Only the first 8 + nframe_max * 16 bytes are
  * used: userspace sets the map's key size from -n at load time. nframe == 0
@@ -144,6 +181,14 @@ struct tm_block {
 };
 
 #define TM_BLOCK_PYMALLOC 1 /* pymalloc owns it (it came from a pool) */
+
+/* A block PyTraceMalloc_Track() put in a domain other than 0: the key of
+ * the `tracked` map (tracemalloc keys traces by domain and address). */
+struct tm_tracked_key {
+	__u64 ptr;
+	__u32 domain;
+	__u32 pad;
+};
 
 /* Running totals of one traceback, indexed by traceback id. */
 struct tm_traceback_stats {

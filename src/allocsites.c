@@ -169,8 +169,10 @@ int alloc_functions_find(struct elf_file *ef, pid_t pid, uint64_t bias,
 			snprintf(f->name, sizeof(f->name), "%s", sym);
 		else
 			snprintf(f->name, sizeof(f->name), "<default of %s>", w->name);
-		if (pid > 0 && remote_read_u64(pid, slot + bias, &live) == 0)
-			f->hooked = live - bias != fn;
+		if (pid > 0 && remote_read_u64(pid, slot + bias, &live) == 0) {
+			f->live = live - bias;
+			f->hooked = f->live != fn;
+		}
 	}
 	cs_close(&cs);
 	*count = n;

@@ -19,6 +19,7 @@ struct alloc_function {
 	const char *wrapper;  /* the exported function that reads the slot */
 	char name[64];        /* symbol, or "<default of WRAPPER>" when stripped */
 	bool hooked;          /* the live slot points elsewhere (a hook is installed) */
+	uint64_t live;        /* the live slot's value minus the bias, when read */
 };
 
 /* Finds the default allocator functions through the exported wrappers

@@ -12,10 +12,21 @@
 #include "loader.h"
 #include "tmtrace.skel.h"
 
+/* Blocks PyTraceMalloc_Track() may keep in domains other than 0, and code
+ * addresses whose deaths are remembered; both maps allocate on use. */
+#define TRACKED_MAX 65536
+#define CODE_GENERATIONS_MAX 65536
+
+/* Two links (entries, uretprobes) at attach time and for each hook probed later. */
+#define LOADER_MAX_LINKS (2 + 2 * TM_MAX_HOOKS)
+
 struct loader {
 	struct tmtrace_bpf *skel;
 	bool multi;               /* uprobe_multi links (kernel 6.6+) */
-	int multi_fds[2];         /* entry sites, uretprobe sites */
+	int multi_fds[LOADER_MAX_LINKS]; /* entry and uretprobe links, per batch of sites */
+	int nmulti;
+	int nattached;            /* sites [0, nattached) have probes */
+	uint32_t site_capacity;
 	struct bpf_link **links;  /* perf-event fallback: one per probe */
 	int nlinks;
 	int nprobes;
@@ -143,6 +154,31 @@ static bool kernel_has_uprobe_multi(void)
 	return major > 6 || (major == 6 && minor >= 6);
 }
 
+static int fill_sites(struct loader *l, const struct probe_plan *plan, int first)
+{
+	if ((uint32_t)plan->nsites > l->site_capacity)
+		return -E2BIG;
+	for (int i = first; i < plan->nsites; i++) {
+		__u32 key = (__u32)i;
+
+		if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.sites), &key, &plan->sites[i].bpf, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
+/* Once their probes are attached (not before: a hook BPF believes probed
+ * makes it ignore the default functions' calls), the hook functions are
+ * listed for hooked_now(). */
+static void publish_hooks(struct loader *l, const struct probe_plan *plan)
+{
+	for (int i = 0; i < plan->nhooks && i < TM_MAX_HOOKS; i++)
+		__atomic_store_n(&l->skel->bss->hook_fns[i], plan->hooks[i].vaddr + plan->bias, __ATOMIC_SEQ_CST);
+	for (int i = 0; i < plan->nfns; i++)
+		if (plan->fns[i].hooked)
+			__atomic_store_n(&l->skel->bss->hooks_seen, 1, __ATOMIC_SEQ_CST);
+}
+
 int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
 		struct loader **out, char *why, size_t whylen)
 {
@@ -152,7 +188,8 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 
 	if (!l)
 		return -ENOMEM;
-	l->multi_fds[0] = l->multi_fds[1] = -1;
+	for (int i = 0; i < LOADER_MAX_LINKS; i++)
+		l->multi_fds[i] = -1;
 	libbpf_set_print(silent_print);
 	l->nframe = opt->nframe;
 	l->max_blocks = opt->max_blocks;
@@ -183,8 +220,12 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	err = fill_layout(t, &cfg->py, why, whylen);
 	if (err)
 		goto fail;
-	bpf_map__set_max_entries(l->skel->maps.sites, plan->nsites ? (uint32_t)plan->nsites : 1);
-	bpf_map__set_max_entries(l->skel->maps.site_hits, plan->nsites ? (uint32_t)plan->nsites : 1);
+	/* room for the sites of hooks probed later (two each, at most) */
+	l->site_capacity = (uint32_t)plan->nsites + 2 * TM_MAX_HOOKS;
+	bpf_map__set_max_entries(l->skel->maps.sites, l->site_capacity);
+	bpf_map__set_max_entries(l->skel->maps.site_hits, l->site_capacity);
+	bpf_map__set_max_entries(l->skel->maps.tracked, TRACKED_MAX);
+	bpf_map__set_max_entries(l->skel->maps.code_generations, CODE_GENERATIONS_MAX);
 	l->multi = kernel_has_uprobe_multi();
 	if (l->multi)
 		bpf_program__set_expected_attach_type(l->skel->progs.tm_probe, TM_BPF_TRACE_UPROBE_MULTI);
@@ -201,15 +242,10 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 			 err == -ENOMEM ? " (try a smaller --max-blocks)" : "");
 		goto fail;
 	}
-	for (int i = 0; i < plan->nsites; i++) {
-		__u32 key = (__u32)i;
-
-		err = bpf_map_update_elem(bpf_map__fd(l->skel->maps.sites), &key, &plan->sites[i].bpf, BPF_ANY);
-		if (err) {
-			err = -errno;
-			snprintf(why, whylen, "cannot fill the probe site map: %s", strerror(-err));
-			goto fail;
-		}
+	err = fill_sites(l, plan, 0);
+	if (err) {
+		snprintf(why, whylen, "cannot fill the probe site map: %s", strerror(-err));
+		goto fail;
 	}
 	l->stats_len = (size_t)opt->max_tracebacks * sizeof(struct tm_traceback_stats);
 	l->stats = mmap(NULL, l->stats_len, PROT_READ, MAP_SHARED,
@@ -248,7 +284,7 @@ static void destroy_all_links(struct bpf_link **links, int n)
 		bpf_link__destroy(links[i]);
 }
 
-static int attach_multi(struct loader *l, const struct probe_plan *plan, const char *path, bool ret)
+static int attach_multi(struct loader *l, const struct probe_plan *plan, int first, const char *path, bool ret)
 {
 	int n = 0, fd;
 	__u64 *offsets = calloc((size_t)plan->nsites + 1, sizeof(*offsets));
@@ -260,7 +296,7 @@ static int attach_multi(struct loader *l, const struct probe_plan *plan, const c
 		free(cookies);
 		return -ENOMEM;
 	}
-	for (int i = 0; i < plan->nsites; i++) {
+	for (int i = first; i < plan->nsites; i++) {
 		if (plan->sites[i].uretprobe != ret)
 			continue;
 		offsets[n] = plan->sites[i].file_offset;
@@ -286,7 +322,11 @@ static int attach_multi(struct loader *l, const struct probe_plan *plan, const c
 	free(cookies);
 	if (fd < 0)
 		return -errno;
-	l->multi_fds[ret] = fd;
+	if (l->nmulti == LOADER_MAX_LINKS) {
+		close(fd);
+		return -E2BIG;
+	}
+	l->multi_fds[l->nmulti++] = fd;
 	l->nprobes += n;
 	return 0;
 }
@@ -305,29 +345,36 @@ static int attach_one(struct loader *l, const char *path, const struct probe_sit
 	return 0;
 }
 
-int loader_attach(struct loader *l, const struct probe_plan *plan, const char *path, char *why, size_t whylen)
+/* Attaches sites [first, nsites): one pair of uprobe_multi links, or one
+ * perf event each. All or nothing. */
+static int attach_range(struct loader *l, const struct probe_plan *plan, int first, const char *path, char *why,
+			size_t whylen)
 {
-	int err = 0;
+	int err = 0, links_before = l->nlinks, multi_before = l->nmulti, probes_before = l->nprobes;
 
 	if (l->multi) {
-		err = attach_multi(l, plan, path, false);
+		err = attach_multi(l, plan, first, path, false);
 		if (!err)
-			err = attach_multi(l, plan, path, true);
+			err = attach_multi(l, plan, first, path, true);
 		if (err) {
-			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites, path, strerror(-err));
-			for (int i = 0; i < 2; i++)
-				if (l->multi_fds[i] >= 0)
-					close(l->multi_fds[i]);
-			l->multi_fds[0] = l->multi_fds[1] = -1;
-			l->nprobes = 0;
+			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites - first, path,
+				 strerror(-err));
+			while (l->nmulti > multi_before)
+				close(l->multi_fds[--l->nmulti]);
+			l->nprobes = probes_before;
+			return err;
 		}
-		return err;
+		l->nattached = plan->nsites;
+		publish_hooks(l, plan);
+		return 0;
 	}
-	l->links = calloc((size_t)plan->nsites + 1, sizeof(*l->links));
-	if (!l->links)
+	struct bpf_link **grown = realloc(l->links, ((size_t)plan->nsites + 1) * sizeof(*l->links));
+
+	if (!grown)
 		return -ENOMEM;
+	l->links = grown;
 	raise_nofile(plan->nsites);
-	for (int i = 0; i < plan->nsites && !err; i++) {
+	for (int i = first; i < plan->nsites && !err; i++) {
 		err = attach_one(l, path, &plan->sites[i], i);
 		if (err)
 			snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", plan->sites[i].what, path,
@@ -335,11 +382,34 @@ int loader_attach(struct loader *l, const struct probe_plan *plan, const char *p
 	}
 	if (err) {
 		/* all or nothing: a half-probed target would give wrong figures */
-		destroy_all_links(l->links, l->nlinks);
-		l->nlinks = 0;
-		l->nprobes = 0;
+		destroy_all_links(l->links + links_before, l->nlinks - links_before);
+		l->nlinks = links_before;
+		l->nprobes = probes_before;
+		return err;
 	}
-	return err;
+	l->nattached = plan->nsites;
+	publish_hooks(l, plan);
+	return 0;
+}
+
+int loader_attach(struct loader *l, const struct probe_plan *plan, const char *path, char *why, size_t whylen)
+{
+	return attach_range(l, plan, 0, path, why, whylen);
+}
+
+int loader_attach_new_sites(struct loader *l, const struct probe_plan *plan, const char *path, char *why,
+			    size_t whylen)
+{
+	int first = l->nattached, err;
+
+	if (first >= plan->nsites)
+		return 0;
+	err = fill_sites(l, plan, first);
+	if (err) {
+		snprintf(why, whylen, "cannot add probe sites: %s", strerror(-err));
+		return err;
+	}
+	return attach_range(l, plan, first, path, why, whylen);
 }
 
 const char *loader_attach_mode(const struct loader *l)
@@ -349,7 +419,7 @@ const char *loader_attach_mode(const struct loader *l)
 
 int loader_fd_count(const struct loader *l)
 {
-	return l->multi ? (l->multi_fds[0] >= 0) + (l->multi_fds[1] >= 0) : l->nlinks;
+	return l->multi ? l->nmulti : l->nlinks;
 }
 
 void loader_arm(struct loader *l)
@@ -363,9 +433,8 @@ void loader_close(struct loader *l)
 		return;
 	if (l->rb)
 		ring_buffer__free(l->rb);
-	for (int i = 0; i < 2; i++)
-		if (l->multi_fds[i] >= 0)
-			close(l->multi_fds[i]);
+	for (int i = 0; i < l->nmulti; i++)
+		close(l->multi_fds[i]);
 	destroy_all_links(l->links, l->nlinks);
 	free(l->links);
 	if (l->stats)
@@ -496,7 +565,38 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 	}
 	free(keys);
 	free(values);
-	return err;
+	return err ? err : loader_each_tracked(l, fn, ctx);
+}
+
+int loader_each_tracked(struct loader *l, loader_block_fn fn, void *ctx)
+{
+	int fd = bpf_map__fd(l->skel->maps.tracked);
+	struct tm_tracked_key key, next;
+	struct tm_block b;
+	void *prev = NULL;
+	int err;
+
+	/* few blocks (PyTraceMalloc_Track in other domains): one at a time */
+	while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (bpf_map_lookup_elem(fd, &next, &b) == 0) {
+			err = fn(ctx, next.ptr, &b);
+			if (err)
+				return err;
+		}
+		key = next;
+		prev = &key;
+	}
+	return 0;
+}
+
+int loader_code_generation(const struct loader *l, uint64_t code, uint64_t *generation)
+{
+	*generation = 0;
+	if (!l->skel->bss->code_deaths)
+		return 0;
+	if (bpf_map_lookup_elem(bpf_map__fd(l->skel->maps.code_generations), &code, generation) && errno != ENOENT)
+		return -errno;
+	return 0;
 }
 
 void loader_reset_peak(struct loader *l)
@@ -522,6 +622,15 @@ int loader_clear(struct loader *l)
 			err = -errno;
 			break;
 		}
+	}
+	fd = bpf_map__fd(l->skel->maps.tracked);
+	while (!err) {
+		struct tm_tracked_key tk;
+
+		if (bpf_map_get_next_key(fd, NULL, &tk))
+			break;
+		if (bpf_map_delete_elem(fd, &tk) && errno != ENOENT)
+			err = -errno;
 	}
 	for (uint32_t id = 0; id < l->max_tracebacks && !err; id++) {
 		struct tm_traceback_stats zero = { 0, 0 };

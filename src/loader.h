@@ -23,6 +23,9 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		struct loader **out, char *why, size_t whylen);
 /* Attaches every site of the plan to the file at `path`; all or nothing. */
 int loader_attach(struct loader *l, const struct probe_plan *plan, const char *path, char *why, size_t whylen);
+/* Attaches the sites added to the plan since (hooks found later). */
+int loader_attach_new_sites(struct loader *l, const struct probe_plan *plan, const char *path, char *why,
+			    size_t whylen);
 /* How the probes are attached: "uprobe_multi" links, or one perf event each. */
 const char *loader_attach_mode(const struct loader *l);
 int loader_fd_count(const struct loader *l);
@@ -47,9 +50,13 @@ int loader_events_fd(const struct loader *l);
 int loader_consume(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Walks the traceback map, for ids whose event was lost. */
 int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
-/* Every live block, for snapshots with addresses (batched map reads). */
+/* Every live block, in every domain, for snapshots with addresses. */
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
+/* Only the blocks PyTraceMalloc_Track() put in domains other than 0. */
+int loader_each_tracked(struct loader *l, loader_block_fn fn, void *ctx);
+/* How many code objects died at this address (0 if none, or none yet). */
+int loader_code_generation(const struct loader *l, uint64_t code, uint64_t *generation);
 /* tracemalloc.reset_peak(): the peak becomes the current traced memory. */
 void loader_reset_peak(struct loader *l);
 /* tracemalloc.clear_traces(): forget every block and traceback total. */

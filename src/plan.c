@@ -104,6 +104,10 @@ static int add_function_sites(struct elf_file *ef, struct x86_code *code, struct
 	s->bpf.family = (uint8_t)fn->family;
 	s->vaddr = function_site(code, cfi, fn->vaddr, role == TM_ROLE_NEWPOOL ? 0 : fn->kind,
 				 need_return, &s->bpf.a, &s->bpf.b);
+	if (fn->slot && role != TM_ROLE_NEWPOOL) {
+		s->bpf.slot = fn->slot + p->bias;
+		s->bpf.slot_default = fn->vaddr + p->bias;
+	}
 	snprintf(s->what, sizeof(s->what), "%s+0x%lx", fn->name, (unsigned long)(s->vaddr - fn->vaddr));
 	err = finish_site(ef, code, p, s);
 	if (err || !need_return)
@@ -114,6 +118,7 @@ static int add_function_sites(struct elf_file *ef, struct x86_code *code, struct
 	*r = p->sites[entry];
 	r->bpf.role = TM_ROLE_RETURN;
 	r->bpf.entry = (uint32_t)entry;
+	r->bpf.slot = r->bpf.slot_default = 0;
 	r->bpf.sp_delta = 8; /* ret popped the return address */
 	r->bpf.result = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = TM_REG_AX };
 	memset(&r->bpf.a, 0, sizeof(r->bpf.a));
@@ -149,6 +154,8 @@ static int add_copy_sites(struct elf_file *ef, struct x86_code *code, struct pro
 	s->bpf.family = (uint8_t)fn->family;
 	s->bpf.guard_reg = (uint8_t)c->guard_reg;
 	s->bpf.guard_value = fn->vaddr + bias;
+	s->bpf.slot = fn->slot + bias;
+	s->bpf.slot_default = fn->vaddr + bias;
 	s->bpf.a = c->a;
 	s->bpf.b = c->b;
 	snprintf(s->what, sizeof(s->what), "inlined %s, guard at 0x%lx", fn->name, (unsigned long)c->cmp);
@@ -170,6 +177,146 @@ static int add_copy_sites(struct elf_file *ef, struct x86_code *code, struct pro
 	return finish_site(ef, code, p, r);
 }
 
+/* A site at a function's first instruction, with operands in argument
+ * registers: for rare calls, where a single step does not matter and every
+ * argument is still where the ABI put it. */
+static int add_first_insn_site(struct elf_file *ef, struct x86_code *code, struct probe_plan *p, uint64_t vaddr,
+			       enum tm_role role, enum tm_reg a, enum tm_reg b, const char *name)
+{
+	struct probe_site *s = new_site(p);
+
+	if (!s)
+		return -ENOMEM;
+	s->vaddr = vaddr;
+	s->bpf.role = (uint8_t)role;
+	if (a)
+		s->bpf.a = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = (uint8_t)a };
+	if (b)
+		s->bpf.b = (struct tm_operand){ .type = TM_OPERAND_REG, .reg = (uint8_t)b };
+	snprintf(s->what, sizeof(s->what), "%s", name);
+	return finish_site(ef, code, p, s);
+}
+
+/* PyTraceMalloc_Track/Untrack (exported since 3.6) and the code object
+ * deallocator, PyCode_Type.tp_dealloc (a static function, found through
+ * the exported type object). */
+static int add_extra_sites(struct elf_file *ef, struct x86_code *code, struct probe_plan *p)
+{
+	uint64_t track, untrack, code_type, dealloc;
+	int err = 0;
+
+	if (!elf_find_symbol(ef, "PyTraceMalloc_Track", &track, NULL) &&
+	    !elf_find_symbol(ef, "PyTraceMalloc_Untrack", &untrack, NULL)) {
+		err = add_first_insn_site(ef, code, p, track, TM_ROLE_TRACK, TM_REG_SI, TM_REG_DX,
+					  "PyTraceMalloc_Track");
+		if (!err)
+			err = add_first_insn_site(ef, code, p, untrack, TM_ROLE_UNTRACK, TM_REG_SI, TM_REG_NONE,
+						  "PyTraceMalloc_Untrack");
+		p->tracks = !err;
+	}
+	/* tp_dealloc sits after ob_refcnt, ob_type, ob_size, tp_name,
+	 * tp_basicsize and tp_itemsize in every version */
+	if (!err && !elf_find_symbol(ef, "PyCode_Type", &code_type, NULL) &&
+	    !elf_read_pointer(ef, code_type + 48, &dealloc) && dealloc) {
+		const char *name = elf_symbol_at(ef, dealloc, NULL);
+
+		err = add_first_insn_site(ef, code, p, dealloc, TM_ROLE_CODE_DEALLOC, TM_REG_DI, TM_REG_NONE,
+					  name ? name : "<PyCode_Type.tp_dealloc>");
+		p->code_deaths = !err;
+	}
+	return err;
+}
+
+static int add_hook_sites(struct elf_file *ef, struct x86_code *code, struct cfi *cfi, struct probe_plan *p,
+			  uint64_t vaddr, enum tm_call_kind kind, const char *what)
+{
+	struct alloc_function *h;
+	int first = p->nsites, err;
+
+	for (int i = 0; i < p->nhooks; i++)
+		if (p->hooks[i].vaddr == vaddr)
+			return -EEXIST;
+	if (p->nhooks == PLAN_MAX_HOOKS)
+		return -E2BIG;
+	if (elf_vaddr_to_offset(ef, vaddr, &(uint64_t){ 0 }))
+		return -ENOENT; /* not in this file (another library's hook) */
+	h = &p->hooks[p->nhooks];
+	memset(h, 0, sizeof(*h));
+	h->kind = kind;
+	h->family = TM_FAMILY_RAW; /* what a hook hands out may not come from a pool */
+	h->vaddr = vaddr;
+	snprintf(h->name, sizeof(h->name), "%s", what);
+	err = add_function_sites(ef, code, cfi, p, h, kind == TM_CALL_FREE ? TM_ROLE_FREE : TM_ROLE_ENTRY);
+	if (err)
+		return err;
+	for (int i = first; i < p->nsites; i++)
+		p->sites[i].bpf.flags |= TM_SITE_HOOK;
+	p->nhooks++;
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	enum tm_call_kind kind;
+} tracemalloc_hooks[] = {
+	{ "tracemalloc_malloc_gil", TM_CALL_MALLOC },	{ "tracemalloc_calloc_gil", TM_CALL_CALLOC },
+	{ "tracemalloc_realloc_gil", TM_CALL_REALLOC }, { "tracemalloc_free", TM_CALL_FREE },
+	{ "tracemalloc_raw_malloc", TM_CALL_MALLOC },	{ "tracemalloc_raw_calloc", TM_CALL_CALLOC },
+	{ "tracemalloc_raw_realloc", TM_CALL_REALLOC },
+};
+
+/* tracemalloc's hooks by name (static functions: only with a symbol
+ * table), so that a tracemalloc started after attaching is exact from its
+ * first call; and any hook the live slots point to now. A hook installed
+ * later is added by the session when it sees the slot change. */
+static int add_known_hooks(struct elf_file *ef, struct x86_code *code, struct cfi *cfi, struct probe_plan *p)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < sizeof(tracemalloc_hooks) / sizeof(tracemalloc_hooks[0]) && !err; i++) {
+		uint64_t vaddr;
+
+		if (elf_find_symbol(ef, tracemalloc_hooks[i].name, &vaddr, NULL))
+			continue;
+		err = add_hook_sites(ef, code, cfi, p, vaddr, tracemalloc_hooks[i].kind, tracemalloc_hooks[i].name);
+		if (err == -EEXIST)
+			err = 0;
+	}
+	for (int i = 0; i < p->nfns && !err; i++) {
+		bool is_default = false;
+		char what[64];
+
+		if (!p->fns[i].hooked)
+			continue;
+		for (int j = 0; j < p->nfns; j++)
+			is_default |= p->fns[j].vaddr == p->fns[i].live; /* PYTHONMALLOC=malloc */
+		if (is_default)
+			continue;
+		snprintf(what, sizeof(what), "<hook in %s's slot>", p->fns[i].wrapper);
+		err = add_hook_sites(ef, code, cfi, p, p->fns[i].live, p->fns[i].kind,
+				     elf_symbol_at(ef, p->fns[i].live, NULL) ?: what);
+		if (err == -EEXIST || err == -ENOENT)
+			err = 0;
+	}
+	return err;
+}
+
+int plan_add_hook(struct elf_file *ef, struct probe_plan *p, uint64_t vaddr, enum tm_call_kind kind,
+		  const char *what)
+{
+	struct x86_code code;
+	struct cfi *cfi = NULL;
+	int err;
+
+	if (x86_code_open(&code, ef))
+		return -EINVAL;
+	cfi_open(ef, &cfi);
+	err = add_hook_sites(ef, &code, cfi, p, vaddr, kind, what);
+	cfi_close(cfi);
+	x86_code_close(&code);
+	return err;
+}
+
 int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *p, char *why, size_t whylen)
 {
 	struct x86_code code;
@@ -177,6 +324,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 	int err, obj_malloc = -1;
 
 	memset(p, 0, sizeof(*p));
+	p->bias = bias;
 	err = alloc_functions_find(ef, pid, bias, p->fns, ALLOC_MAX_FUNCTIONS, &p->nfns);
 	if (err) {
 		snprintf(why, whylen, "cannot find CPython's allocator functions: %s", strerror(-err));
@@ -215,6 +363,10 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 		snprintf(newpool.name, sizeof(newpool.name), "%s", name ? name : "<allocate_from_new_pool>");
 		err = add_function_sites(ef, &code, cfi, p, &newpool, TM_ROLE_NEWPOOL);
 	}
+	if (!err)
+		err = add_extra_sites(ef, &code, p);
+	if (!err)
+		err = add_known_hooks(ef, &code, cfi, p);
 	if (!err)
 		err = inlined_find(&code, ef, cfi, p->fns, p->nfns, &p->pm, &p->copies);
 	for (int i = 0; i < p->copies.count && !err; i++) {

@@ -23,9 +23,18 @@ struct probe_site {
 	char what[128];
 };
 
+#define PLAN_MAX_HOOKS TM_MAX_HOOKS
+
 struct probe_plan {
 	struct alloc_function fns[ALLOC_MAX_FUNCTIONS];
 	int nfns;
+	/* Hook functions probed: tracemalloc's (by symbol, when the binary has
+	 * them) and whatever the live slots pointed to at attach time. */
+	struct alloc_function hooks[PLAN_MAX_HOOKS];
+	int nhooks;
+	bool tracks;        /* PyTraceMalloc_Track/Untrack probed */
+	bool code_deaths;   /* the code deallocator probed */
+	uint64_t bias;      /* load bias of the target's mapping (0 without one) */
 	struct pymalloc_info pm;  /* usedpools 0: no prediction */
 	char no_predict[160];     /* why not, when not */
 	struct inlined_set copies;
@@ -43,6 +52,10 @@ struct probe_plan {
 int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *plan,
 	       char *why, size_t whylen);
 void plan_free(struct probe_plan *plan);
+/* Adds the sites of a hook function found later (a slot that changed while
+ * attached): 0, -EEXIST if already probed, -ENOENT if not in this file. */
+int plan_add_hook(struct elf_file *ef, struct probe_plan *plan, uint64_t vaddr, enum tm_call_kind kind,
+		  const char *what);
 /* Number of probes (a uretprobe and an entry at one site count as two). */
 int plan_probe_count(const struct probe_plan *plan);
 

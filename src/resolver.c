@@ -31,7 +31,21 @@ struct resolver {
 	size_t cap;
 	uint64_t unresolved;
 	const char *unknown;
+	resolver_generation_fn generation;
+	void *generation_ctx;
 };
+
+void resolver_set_generations(struct resolver *r, resolver_generation_fn fn, void *ctx)
+{
+	r->generation = fn;
+	r->generation_ctx = ctx;
+}
+
+static int code_generation(struct resolver *r, uint64_t code, uint64_t *gen)
+{
+	*gen = 0;
+	return r->generation ? r->generation(r->generation_ctx, code, gen) : 0;
+}
 
 static bool string_eq(const void *e, const void *p)
 {
@@ -98,8 +112,34 @@ static bool code_eq(const void *e, const void *p)
 	return ci->code == k->code && ci->fingerprint == k->fingerprint;
 }
 
-/* Reads the code object and checks it is still the one BPF saw. */
+static char *read_code_fields(struct resolver *r, struct code_info *ci, uint64_t generation);
+
+/* Reads the code object and checks it is still the one BPF saw: the same
+ * fingerprint and generation before reading, and no death at its address
+ * by the end (a code object that dies meanwhile may be replaced at the same
+ * address by one with the same fingerprint but other lines). */
 static void read_code(struct resolver *r, struct code_info *ci)
+{
+	uint64_t gen_before, gen_after;
+	char *filename;
+
+	if (code_generation(r, ci->code, &gen_before))
+		return;
+	filename = read_code_fields(r, ci, gen_before);
+	if (!ci->readable || code_generation(r, ci->code, &gen_after) || gen_after != gen_before) {
+		ci->readable = false;
+		free(ci->linetable);
+		ci->linetable = NULL;
+		return;
+	}
+	/* A filename that is not a ready str is <unknown>, as in tracemalloc. */
+	ci->filename = filename ? intern(r, filename) : NULL;
+	if (!ci->filename)
+		ci->filename = r->unknown;
+	free(filename);
+}
+
+static char *read_code_fields(struct resolver *r, struct code_info *ci, uint64_t generation)
 {
 	const struct py_offsets *o = r->off;
 	pid_t pid = r->target->pid;
@@ -112,25 +152,22 @@ static void read_code(struct resolver *r, struct code_info *ci)
 	    remote_read_u64(pid, ci->code + o->code_linetable, &linetable) ||
 	    remote_read_u64(pid, ci->code + o->varobject_size, &size) ||
 	    remote_read(pid, ci->code + o->code_firstlineno, &firstlineno, sizeof(firstlineno)))
-		return;
-	if (tm_code_fingerprint(filename, name, linetable, firstlineno, size) != ci->fingerprint)
-		return; /* died and replaced before we got to it */
+		return NULL;
+	if (tm_fingerprint_with_generation(tm_code_fingerprint(filename, name, linetable, firstlineno, size),
+					   generation) != ci->fingerprint)
+		return NULL; /* died and replaced before we got to it */
 	ci->firstlineno = (int)firstlineno;
 	if (remote_read_u64(pid, linetable + o->varobject_size, &tlen) || tlen > LINETABLE_MAX)
-		return;
+		return NULL;
 	ci->linetable = malloc(tlen ? tlen : 1);
 	if (!ci->linetable || remote_read(pid, linetable + o->bytes_sval, ci->linetable, tlen)) {
 		free(ci->linetable);
 		ci->linetable = NULL;
-		return;
+		return NULL;
 	}
 	ci->linetable_len = tlen;
 	ci->readable = true;
-	/* A filename that is not a ready str is <unknown>, as in tracemalloc. */
-	if (pystr_read(pid, o, filename, buf, sizeof(buf)) == 0)
-		ci->filename = intern(r, buf);
-	if (!ci->filename)
-		ci->filename = r->unknown;
+	return pystr_read(pid, o, filename, buf, sizeof(buf)) == 0 ? strdup(buf) : NULL;
 }
 
 static struct code_info *code_info_get(struct resolver *r, uint64_t code, uint32_t fingerprint)

@@ -19,6 +19,10 @@ struct resolved_traceback {
 };
 
 int resolver_new(const struct py_target *t, struct resolver **out);
+/* How many code objects died at an address (the loader's code_generations
+ * map): checked around every code object read. */
+typedef int (*resolver_generation_fn)(void *ctx, uint64_t code, uint64_t *generation);
+void resolver_set_generations(struct resolver *r, resolver_generation_fn fn, void *ctx);
 void resolver_free(struct resolver *r);
 
 /* Resolves and keeps traceback `id` (ids are dense, from BPF). */

@@ -13,9 +13,13 @@
 #include "plan.h"
 #include "loader.h"
 #include "pytarget.h"
+#include "remote.h"
 #include "resolver.h"
 #include "session.h"
 #include "syscheck.h"
+
+/* How often the allocator slots are read for hooks installed meanwhile. */
+#define HOOK_CHECK_INTERVAL 0.1
 
 struct session {
 	const struct session_options *opt;
@@ -55,6 +59,11 @@ static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *s
 	struct session *s = ctx;
 
 	return resolver_add(s->resolver, id, stack) == -ENOMEM ? -ENOMEM : 0;
+}
+
+static int code_generation(void *ctx, uint64_t code, uint64_t *generation)
+{
+	return loader_code_generation(ctx, code, generation);
 }
 
 static void print_attach_notes(struct session *s)
@@ -115,10 +124,11 @@ static void print_attach_notes(struct session *s)
 				"PYTHONMALLOC=debug is active)\n", p->fns[i].wrapper);
 	for (int i = 0; s->opt->verbose && i < p->nsites; i++) {
 		const struct probe_site *site = &p->sites[i];
-		static const char *roles[] = { "?", "predict", "entry", "return", "free", "newpool" };
+		static const char *roles[] = { "?", "predict", "entry", "return", "free", "newpool",
+					       "realloc", "track", "untrack", "code-dealloc" };
 
 		fprintf(stderr, "tmtrace:   site %d: 0x%lx %s%s %s: %s (%s)\n", i, (unsigned long)site->vaddr,
-			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 6 ? site->bpf.role : 0],
+			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 10 ? site->bpf.role : 0],
 			site->emulated ? "emulated" : "single-stepped", site->what, site->insn);
 	}
 }
@@ -261,6 +271,14 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		trace.count = (uint64_t)count;
 		err = tm_snapshot_add_trace(snap, &trace);
 	}
+	if (!err) {
+		/* blocks PyTraceMalloc_Track() put in other domains, one trace each */
+		struct block_snapshot bs = { .s = s, .snap = snap, .limit = limit };
+
+		bs.by_id = calloc(limit, sizeof(*bs.by_id));
+		err = bs.by_id ? loader_each_tracked(s->loader, add_block, &bs) : -ENOMEM;
+		free(bs.by_id);
+	}
 	if (!err && s->opt->filters.n) {
 		struct tm_snapshot *filtered = tm_snapshot_filter(snap, s->opt->filters.f, s->opt->filters.n);
 
@@ -392,6 +410,46 @@ static bool on_key(struct session *s, char key)
 	return false;
 }
 
+/* A hook installed in an allocator slot after attaching (tracemalloc.start()
+ * in the target, on a binary without the symbols that let tmtrace probe
+ * tracemalloc's hooks up front): probe it now. Until then its calls are
+ * recorded at the default functions, and counted as unprobed_hook_calls. */
+static void check_hooks(struct session *s)
+{
+	struct probe_plan *p = &s->plan;
+	int before = p->nsites;
+
+	for (int i = 0; i < p->nfns; i++) {
+		struct alloc_function *f = &p->fns[i];
+		uint64_t live;
+		bool is_default = false;
+		char what[64];
+		int err;
+
+		if (remote_read_u64(s->target.pid, f->slot + p->bias, &live))
+			continue;
+		f->live = live - p->bias;
+		f->hooked = f->live != f->vaddr;
+		for (int j = 0; j < p->nfns; j++)
+			is_default |= p->fns[j].vaddr == f->live;
+		if (!f->hooked || is_default)
+			continue;
+		snprintf(what, sizeof(what), "<hook in %s's slot>", f->wrapper);
+		err = plan_add_hook(s->target.elf, p, f->live, f->kind,
+				    elf_symbol_at(s->target.elf, f->live, NULL) ?: what);
+		if (err && err != -EEXIST)
+			fprintf(stderr, "tmtrace: warning: a hook appeared in %s's slot at 0x%lx; cannot probe it: %s\n",
+				f->wrapper, (unsigned long)live, strerror(-err));
+	}
+	if (p->nsites > before) {
+		if (loader_attach_new_sites(s->loader, p, s->target.open_path, s->why, sizeof(s->why)))
+			fprintf(stderr, "tmtrace: warning: %s\n", s->why);
+		else
+			fprintf(stderr, "tmtrace: allocator hooks appeared in the target (tracemalloc started?): "
+				"%d more probes\n", p->nsites - before);
+	}
+}
+
 static int watch(int ep, int fd, int what)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)what };
@@ -402,7 +460,7 @@ static int watch(int ep, int fd, int what)
 static int event_loop(struct session *s)
 {
 	const struct session_options *opt = s->opt;
-	double start = now_monotonic(), next_report = start + opt->interval;
+	double start = now_monotonic(), next_report = start + opt->interval, next_hook_check = start;
 	sigset_t set;
 	int sfd = open_signals(&set);
 	int pidfd = (int)syscall(SYS_pidfd_open, s->target.pid, 0);
@@ -438,6 +496,8 @@ static int event_loop(struct session *s)
 
 		if (opt->duration > 0 && start + opt->duration < until)
 			until = start + opt->duration;
+		if (next_hook_check < until)
+			until = next_hook_check;
 		timeout_ms = until > now ? (int)((until - now) * 1000) + 1 : 0;
 		n = epoll_wait(ep, evs, 4, timeout_ms);
 		if (n < 0 && errno != EINTR) {
@@ -472,6 +532,10 @@ static int event_loop(struct session *s)
 			}
 		}
 		now = now_monotonic();
+		if (now >= next_hook_check) {
+			check_hooks(s);
+			next_hook_check = now + HOOK_CHECK_INTERVAL;
+		}
 		if (now >= next_report) {
 			loader_consume(s->loader, on_new_traceback, s);
 			err = print_report(s);
@@ -531,6 +595,7 @@ int session_run(const struct session_options *opt)
 		code = fail(s, err);
 		goto out;
 	}
+	resolver_set_generations(s->resolver, code_generation, s->loader);
 	err = loader_attach(s->loader, &s->plan, s->target.open_path, s->why, sizeof(s->why));
 	if (err) {
 		code = fail(s, err);

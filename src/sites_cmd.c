@@ -11,6 +11,7 @@
 static const char *const role_names[] = {
 	[TM_ROLE_PREDICT] = "predict", [TM_ROLE_ENTRY] = "entry", [TM_ROLE_RETURN] = "return",
 	[TM_ROLE_FREE] = "free", [TM_ROLE_NEWPOOL] = "newpool", [TM_ROLE_REALLOC] = "realloc",
+	[TM_ROLE_TRACK] = "track", [TM_ROLE_UNTRACK] = "untrack", [TM_ROLE_CODE_DEALLOC] = "code-dealloc",
 };
 
 static const char *const kind_names[] = {
@@ -25,6 +26,18 @@ static const char *const reg_names[TM_REG_COUNT] = {
 	[TM_REG_R12] = "r12", [TM_REG_R13] = "r13", [TM_REG_R14] = "r14", [TM_REG_R15] = "r15",
 	[TM_REG_SP] = "rsp",
 };
+
+static const char *name_of(const char *const *names, size_t n, unsigned i)
+{
+	return i < n && names[i] ? names[i] : "-";
+}
+
+static const char *family_name(const struct tm_site *s)
+{
+	if (s->flags & TM_SITE_HOOK)
+		return "hook";
+	return s->family == TM_FAMILY_RAW ? "raw" : s->family == TM_FAMILY_PYMALLOC ? "pymalloc" : "-";
+}
 
 static const char *reg_name(unsigned r)
 {
@@ -80,8 +93,10 @@ int sites_command(int argc, char **argv)
 		const struct probe_site *s = &plan.sites[i];
 
 		printf("%d\t0x%lx\t0x%lx\t%s\t%s\t%s\t%s\t%s\t0x%llx", i, (unsigned long)s->vaddr,
-		       (unsigned long)s->file_offset, role_names[s->bpf.role], kind_names[s->bpf.kind],
-		       s->bpf.family == TM_FAMILY_RAW ? "raw" : "pymalloc", s->uretprobe ? "uretprobe" : "uprobe",
+		       (unsigned long)s->file_offset,
+		       name_of(role_names, sizeof(role_names) / sizeof(role_names[0]), s->bpf.role),
+		       name_of(kind_names, sizeof(kind_names) / sizeof(kind_names[0]), s->bpf.kind),
+		       family_name(&s->bpf), s->uretprobe ? "uretprobe" : "uprobe",
 		       reg_name(s->bpf.guard_reg), (unsigned long long)s->bpf.guard_value);
 		print_operand(&s->bpf.a);
 		print_operand(&s->bpf.b);

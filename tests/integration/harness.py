@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -43,20 +44,91 @@ def pyenv_root():
 
 
 def find_python(minor, pyenv=True):
-    """The pyenv build of 3.<minor> (shared libpython), or Debian's for
-    pyenv=False. Raises Skip (a failure under CI) when it is missing."""
+    """The newest pyenv build of 3.<minor> (shared libpython), or Debian's
+    for pyenv=False. Raises Skip (a failure under CI) when it is missing.
+    Patch versions compare as numbers: 3.11.10 is newer than 3.11.9; pyenv
+    versions with a suffix (3.13.0t, 3.12-dev) are not considered."""
     if not pyenv:
         path = "/usr/bin/python3.%d" % minor
         if os.access(path, os.X_OK):
             return path
         raise Skip("Debian's %s is not installed" % path)
     root = pyenv_root()
-    found = sorted(glob.glob(os.path.join(root or "/nonexistent", "versions",
-                                          "3.%d.*" % minor, "bin", "python3.%d" % minor)))
+    found = []
+    for path in glob.glob(os.path.join(root or "/nonexistent", "versions", "3.%d.*" % minor,
+                                       "bin", "python3.%d" % minor)):
+        version = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        m = re.match(r"3\.%d\.([0-9]+)$" % minor, version)
+        if m and os.access(path, os.X_OK):
+            found.append((int(m.group(1)), path))
     if not found:
         raise Skip("pyenv's CPython 3.%d is not installed (looked under %s/versions)"
                    % (minor, root))
-    return found[-1]
+    return max(found)[1]
+
+
+class Build:
+    """One CPython build the suite must run on."""
+
+    def __init__(self, name, minor, pyenv):
+        self.name = name      # as tests declare it: fn.build = "3.12"
+        self.minor = minor
+        self.pyenv = pyenv
+
+    @property
+    def suffix(self):
+        """For test names: "3.12" -> "3_12", "debian-3.11" -> "debian_3_11"."""
+        return re.sub(r"[^0-9A-Za-z]", "_", self.name)
+
+    def __repr__(self):
+        return "Build(%r)" % self.name
+
+
+# Every supported build: tests parametrized over builds run on each, and
+# run.py prints one row of the matrix per build.
+BUILDS = [Build("3.%d" % minor, minor, True) for minor in range(8, 14)] + [
+    Build("debian-3.11", 11, False),    # /usr/bin/python3.11: static, stripped, PGO
+]
+
+
+def build(name):
+    for b in BUILDS:
+        if b.name == name:
+            return b
+    raise KeyError("no build %r in harness.BUILDS" % name)
+
+
+def build_python(name):
+    """The python executable of the build `name` (see BUILDS); raises Skip,
+    saying which build and where it was looked for, when it is missing."""
+    b = build(name)
+    try:
+        return find_python(b.minor, pyenv=b.pyenv)
+    except Skip as e:
+        raise Skip("build %s is missing: %s" % (name, e))
+
+
+_described = {}
+
+
+def describe_build(name):
+    """What the build `name` actually is, e.g. "3.12.1 pyenv shared" or
+    "3.11.2 debian static" (shared: libpython is a shared library the
+    executable loads). Raises Skip when the build is missing."""
+    if name not in _described:
+        python = build_python(name)
+        script = ("import platform\n"
+                  "shared = any('libpython' in l for l in open('/proc/self/maps'))\n"
+                  "print(platform.python_version(), 'shared' if shared else 'static')\n")
+        try:
+            p = subprocess.run([python, "-I", "-c", script], capture_output=True, text=True,
+                               timeout=60, stdin=subprocess.DEVNULL)
+            version, linkage = p.stdout.split()
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            raise Skip("build %s (%s) does not run: %s" % (name, python, e))
+        _described[name] = "%s %s %s" % (version, "pyenv" if build(name).pyenv else "debian",
+                                         linkage)
+    return _described[name]
 
 
 def require_root():

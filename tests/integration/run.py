@@ -3,9 +3,20 @@
 
 usage: run.py [-k SUBSTRING]...
 
-Each test_* function is one test. A test that raises harness.Skip is
-skipped with its reason outside CI; under CI=true a skip is a failure,
-since a missing capability or tool there means the suite did not run."""
+Each test_* function is one test; -k keeps those whose name
+(module.function) contains one of the SUBSTRINGs. A test that raises
+harness.Skip is skipped with its reason outside CI; under CI=true a skip
+is a failure, since a missing capability or tool there means the suite
+did not run.
+
+A test tied to one CPython build of harness.BUILDS says so with an
+attribute, `fn.build = "3.12"` (a name from BUILDS, e.g. "3.8" ... "3.13",
+"debian-3.11"); test_fidelity.py generates such tests for every build.
+At the end run.py prints a matrix: one row per build with tests among
+those run, naming the Python that build actually is ("3.12.1 pyenv
+shared", "3.11.2 debian static") or "missing" and why, and the counts of
+passed, failed and skipped tests tied to it. Tests tied to no build are
+not in the matrix."""
 
 import argparse
 import importlib
@@ -42,32 +53,70 @@ def main():
     if not os.access(harness.TMTRACE, os.X_OK):
         print("integration: %s is not built (run make)" % harness.TMTRACE)
         return 1
-    passed = failed = skipped = 0
+    tests = discover(args.k)
+    known = {b.name for b in harness.BUILDS}
+    for name, fn in tests:
+        b = getattr(fn, "build", None)
+        if b is not None and b not in known:
+            print("integration: %s declares build %r, not one of harness.BUILDS %s"
+                  % (name, b, sorted(known)))
+            return 1
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    per_build = {}  # build name -> counts like the above
     start = time.monotonic()
-    for name, fn in discover(args.k):
-        t0 = time.monotonic()
-        try:
-            fn()
-        except harness.Skip as e:
-            if harness.CI:
-                failed += 1
-                print("FAIL %s (%.1fs): required under CI=true but unavailable: %s"
-                      % (name, time.monotonic() - t0, e), flush=True)
-            else:
-                skipped += 1
-                print("SKIP %s: %s" % (name, e), flush=True)
-            continue
-        except Exception as e:  # noqa: BLE001 - report every failure the same way
-            failed += 1
-            print("FAIL %s (%.1fs): %s" % (name, time.monotonic() - t0, e), flush=True)
-            if not isinstance(e, harness.Failure):
-                traceback.print_exc()
-            continue
-        passed += 1
-        print("ok   %s (%.1fs)" % (name, time.monotonic() - t0), flush=True)
+    for name, fn in tests:
+        outcome = run_one(name, fn)
+        counts[outcome] += 1
+        b = getattr(fn, "build", None)
+        if b is not None:
+            per_build.setdefault(b, {"passed": 0, "failed": 0, "skipped": 0})[outcome] += 1
     print("integration: %.0f s" % (time.monotonic() - start))
-    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
-    return 1 if failed else 0
+    print("%d passed, %d failed, %d skipped" % (counts["passed"], counts["failed"], counts["skipped"]))
+    print_matrix(per_build)
+    return 1 if counts["failed"] else 0
+
+
+def run_one(name, fn):
+    """Runs one test, prints its outcome: 'passed', 'failed' or 'skipped'."""
+    t0 = time.monotonic()
+    try:
+        fn()
+    except harness.Skip as e:
+        if harness.CI:
+            print("FAIL %s (%.1fs): required under CI=true but unavailable: %s"
+                  % (name, time.monotonic() - t0, e), flush=True)
+            return "failed"
+        print("SKIP %s: %s" % (name, e), flush=True)
+        return "skipped"
+    except Exception as e:  # noqa: BLE001 - report every failure the same way
+        print("FAIL %s (%.1fs): %s" % (name, time.monotonic() - t0, e), flush=True)
+        if not isinstance(e, harness.Failure):
+            traceback.print_exc()
+        return "failed"
+    print("ok   %s (%.1fs)" % (name, time.monotonic() - t0), flush=True)
+    return "passed"
+
+
+def print_matrix(per_build):
+    """One row per build that had tests among those run, in BUILDS order."""
+    rows = []
+    for b in harness.BUILDS:
+        if b.name not in per_build:
+            continue
+        try:
+            python = harness.describe_build(b.name)
+        except harness.Skip as e:
+            python = "missing: %s" % e
+        c = per_build[b.name]
+        rows.append((b.name, python, c["passed"], c["failed"], c["skipped"]))
+    if not rows:
+        return
+    print("%-12s %-22s %6s %6s %7s" % ("build", "python", "passed", "failed", "skipped"))
+    for name, python, p, f, s in rows:
+        if python.startswith("missing"):
+            print("%-12s %-22s %6d %6d %7d  %s" % (name, "MISSING", p, f, s, python))
+        else:
+            print("%-12s %-22s %6d %6d %7d" % (name, python, p, f, s))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,29 @@
-"""Per-line sizes and counts agree with tracemalloc's own, within 1%."""
+"""Per-line sizes and counts agree with tracemalloc's own, within 1%, on
+every build of harness.BUILDS.
 
+Three tests per build, generated at the end of this module as
+test_<what>_<build suffix> (test_lines_agree_with_tracemalloc_3_12,
+test_complete_agrees_with_tracemalloc_debian_3_11, ...), each with
+`fn.build` set to the build's name for run.py's matrix:
+
+  lines      workloads/mix.py, lineno statistics of mix.py
+  tracebacks workloads/mix.py with -n 5, whole tracebacks
+  complete   workloads/complete.py (json, re, pickle, growth, generators,
+             coroutines, exceptions, classes, imports after 'go'), lineno
+             statistics of every file, the files' totals and the grand total
+
+tracemalloc's side comes from a run of the same workload with tracemalloc
+started inside it at 'go'; tmtrace's from a second run it is attached to."""
+
+import ast
 import json
+import os
+import shutil
+import tempfile
 import time
 
-from harness import Tmtrace, Workload, check, find_python, lines_of, require_root, within
+from harness import (BUILDS, WORKLOADS, Tmtrace, Workload, build_python, check, lines_of,
+                     require_root, within)
 
 # Lines below these are noise (a few small objects) and not compared one by
 # one; they still count in the file's total.
@@ -20,8 +40,8 @@ def reference(python, nframe=1):
     return json.loads(line[4:])
 
 
-def measure(python, *opts):
-    w = Workload(python, "mix.py", "plain")
+def measure(python, *opts, script="mix.py", args=("plain",), env=None):
+    w = Workload(python, script, *args, env=env)
     t = Tmtrace(w.pid, "--format", "json", "-i", "0.5", "-t", "0", *opts)
     try:
         w.go()
@@ -70,28 +90,6 @@ def deviation(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1)
 
 
-def test_lines_agree_with_tracemalloc_311():
-    """Objects, strings, containers, bytes of many sizes, realloc-grown
-    lists and bytearrays, freed blocks and a second thread on pyenv's 3.11."""
-    require_root()
-    python = find_python(11)
-    ref = reference(python)
-    report = measure(python)
-    compare_lines(ref, report)
-    lost = report["lost"]
-    check(lost["live_map_full"] == 0 and lost["traceback_map_full"] == 0,
-          "losses reported: %r" % lost)
-
-
-def test_tracebacks_agree_with_tracemalloc_311():
-    """-n 5: whole tracebacks, not just the last line, agree."""
-    require_root()
-    python = find_python(11)
-    ref = reference(python, 5)
-    report = measure(python, "-n", "5", "-k", "traceback")
-    compare_tracebacks(ref, report)
-
-
 def compare_tracebacks(ref, report):
     mine = {}
     for s in report["stats"]:
@@ -115,19 +113,179 @@ def compare_tracebacks(ref, report):
     check(not problems, "tmtrace disagrees with tracemalloc:\n  " + "\n  ".join(problems))
 
 
-def test_lines_agree_with_tracemalloc_debian_pgo():
-    """Debian's static, stripped, PGO python3.11: most allocations run
-    through inlined copies of the allocator, which tmtrace probes."""
-    require_root()
-    python = find_python(11, pyenv=False)
+def check_no_losses(report):
+    lost = report["lost"]
+    check(lost["live_map_full"] == 0 and lost["traceback_map_full"] == 0,
+          "losses reported: %r" % lost)
+
+
+def lines_on(python):
     ref = reference(python)
     report = measure(python)
     compare_lines(ref, report)
+    check_no_losses(report)
 
 
-def test_tracebacks_agree_with_tracemalloc_debian_pgo():
-    require_root()
-    python = find_python(11, pyenv=False)
+def tracebacks_on(python):
     ref = reference(python, 5)
     report = measure(python, "-n", "5", "-k", "traceback")
     compare_tracebacks(ref, report)
+
+
+# --- complete.py: every file, every feature ---------------------------------
+
+COMPLETE = os.path.join(WORKLOADS, "complete.py")
+LATE_MODULE = "tmtrace_late_module.py"
+# What complete.py must have put above the thresholds for the comparison to
+# mean anything: each feature's function, the module it imports after 'go'
+# and importlib's own frames.
+FEATURES = ("json_round_trip", "regex", "pickle_round_trips", "list_growth", "dict_growth",
+            "joined", "produced", "suspended", "generators", "fetch", "stream", "fail",
+            "exceptions", "classes")
+# Both runs: same string hashes, same directory for the module imported late.
+COMPLETE_ENV = {"PYTHONHASHSEED": "0"}
+
+
+def complete_functions():
+    """{lineno: name of the innermost function of complete.py holding it}."""
+    with open(COMPLETE) as f:
+        tree = ast.parse(f.read())
+    where = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for n in ast.walk(node):
+                lineno = getattr(n, "lineno", None)
+                if lineno is not None and (lineno not in where or where[lineno][0] < node.lineno):
+                    where[lineno] = (node.lineno, node.name)
+    return {lineno: name for lineno, (_, name) in where.items()}
+
+
+def describe(key, functions):
+    filename, lineno = key
+    if filename == COMPLETE:
+        return "complete.py:%d (%s)" % (lineno, functions.get(lineno, "module level"))
+    return "%s:%d" % (filename, lineno)
+
+
+def complete_reference(python, tmpdir):
+    w = Workload(python, "complete.py", "tracemalloc", tmpdir, env=COMPLETE_ENV)
+    try:
+        line = w.go()
+        w.finish()
+    finally:
+        w.kill()
+    check(line.startswith("ref "), "tracemalloc workload printed %r" % line)
+    return json.loads(line[4:])
+
+
+def big(size_count):
+    return size_count[0] >= MIN_SIZE or size_count[1] >= MIN_COUNT
+
+
+def compare_complete(ref, report):
+    """Every line of every file at or above the thresholds on either side,
+    each file's total (files at or above the thresholds on either side) and
+    the grand total, within TOLERANCE for sizes and counts."""
+    functions = complete_functions()
+    theirs = {(r["filename"], r["lineno"]): (r["size"], r["count"]) for r in ref["lineno"]}
+    mine = {}
+    for s in report["stats"]:
+        frame = s["traceback"][0]
+        mine[(frame["filename"], frame["lineno"])] = (s["size"], s["count"])
+    problems = []
+    compared = set()
+    worst = 0.0
+
+    def compare(what, a, b):
+        nonlocal worst
+        worst = max(worst, deviation(a[0], b[0]), deviation(a[1], b[1]))
+        if not (within(a[0], b[0], TOLERANCE) and within(a[1], b[1], TOLERANCE)):
+            problems.append("%s: tracemalloc %d B in %d blocks, tmtrace %d B in %d blocks"
+                            " (%+d B, %+d blocks)" % (what, a[0], a[1], b[0], b[1],
+                                                      b[0] - a[0], b[1] - a[1]))
+
+    for key in sorted(set(theirs) | set(mine), key=lambda k: (k[0], k[1])):
+        a, b = theirs.get(key, (0, 0)), mine.get(key, (0, 0))
+        if big(a) or big(b):
+            compared.add(key)
+            compare(describe(key, functions), a, b)
+    files = {}
+    for side, stats in ((0, theirs), (1, mine)):
+        for (filename, _), (size, count) in stats.items():
+            totals = files.setdefault(filename, [[0, 0], [0, 0]])
+            totals[side][0] += size
+            totals[side][1] += count
+    for filename, (a, b) in sorted(files.items()):
+        if big(a) or big(b):
+            compare("file %s, total" % filename, a, b)
+    grand = (ref["total"]["size"], ref["total"]["count"])
+    compare("grand total", grand, (report["total_size"], report["total_count"]))
+    check(sum(s for s, _ in mine.values()) == report["total_size"]
+          and sum(c for _, c in mine.values()) == report["total_count"],
+          "tmtrace's statistics do not add up to its totals: is -t 0 not all of them?")
+
+    # The workload did what the comparison needs.
+    shown = {functions.get(lineno) for filename, lineno in compared if filename == COMPLETE}
+    missing = [f for f in FEATURES if f not in shown]
+    check(not missing, "complete.py's features %s put nothing above the thresholds" % missing)
+    for needle in (LATE_MODULE, "<frozen importlib._bootstrap_external>"):
+        check(any(filename.endswith(needle) for filename, _ in compared),
+              "nothing from %s above the thresholds: %r" % (needle, sorted(compared)))
+    lost = {k: v for k, v in report["lost"].items() if v}
+    if problems:
+        problems.append("lost counters: %r" % (lost or "all zero"))
+    check(not problems, "tmtrace disagrees with tracemalloc on %d of %d lines and totals:\n  %s"
+          % (len(problems), len(compared), "\n  ".join(problems)))
+    check(not lost, "losses reported: %r" % lost)
+    print("     %d lines in %d files compared, largest deviation %.3f%%, total %d B in %d blocks"
+          " vs %d B in %d" % (len(compared), len({f for f, _ in compared}), worst * 100,
+                              report["total_size"], report["total_count"], grand[0], grand[1]))
+
+
+def complete_on(python):
+    tmpdir = tempfile.mkdtemp(prefix="tmtrace-complete-")
+    try:
+        ref = complete_reference(python, tmpdir)
+        report = measure(python, script="complete.py", args=("plain", tmpdir), env=COMPLETE_ENV)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    compare_complete(ref, report)
+
+
+# --- one test per build and kind --------------------------------------------
+
+KINDS = [
+    ("lines_agree_with_tracemalloc", lines_on,
+     "mix.py: objects, strings, containers, bytes of many sizes, realloc-grown lists\n"
+     "and bytearrays, freed blocks and a second thread: lineno statistics agree."),
+    ("tracebacks_agree_with_tracemalloc", tracebacks_on,
+     "mix.py with -n 5: whole tracebacks, not just the last line, agree."),
+    ("complete_agrees_with_tracemalloc", complete_on,
+     "complete.py: json, re, pickle, list/dict growth, str.join, generators,\n"
+     "coroutines, exceptions, classes and imports after 'go': every line of\n"
+     "every file, the files' totals and the grand total agree."),
+]
+
+
+def what_build(b):
+    if b.pyenv:
+        return "pyenv's CPython %s (shared libpython)" % b.name
+    return ("Debian's static, stripped, PGO python3.%d: most allocations run through\n"
+            "inlined copies of the allocator, which tmtrace probes." % b.minor)
+
+
+def make_test(kind, body, doc, b):
+    def test():
+        require_root()
+        body(build_python(b.name))
+    test.__name__ = test.__qualname__ = "test_%s_%s" % (kind, b.suffix)
+    test.__doc__ = "%s\nOn %s" % (doc, what_build(b))
+    test.build = b.name
+    return test
+
+
+for _b in BUILDS:
+    for _kind, _body, _doc in KINDS:
+        _test = make_test(_kind, _body, _doc, _b)
+        globals()[_test.__name__] = _test
+del _b, _kind, _body, _doc, _test

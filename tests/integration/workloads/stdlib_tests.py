@@ -1,0 +1,115 @@
+"""CPython's own test suite as a workload: a few modules of it, in-process.
+
+usage: stdlib_tests.py plain|tracemalloc [LOG] [MODULE...]
+
+It prints 'ready' and waits for 'go' on stdin, then runs the given modules
+of the `test` package (default: MODULES below) with unittest, as
+`python -m test` would (no optional resources), writing everything the
+tests print to LOG (default /dev/null): stdout is the protocol channel.
+What the tests leave alive (imported modules, caches, the results) stays
+alive. In tracemalloc mode it runs tracemalloc inside itself from 'go' on
+(one frame) and prints 'ref <json>': the lineno statistics of every file,
+from a snapshot taken right after the tests, and the test results. In plain
+mode it prints 'done', for tmtrace attached from outside; nothing allocates
+or frees after that until EOF on stdin, when it exits.
+
+Both modes run gc.collect() before the snapshot or 'done', and import the
+same modules before 'ready' (tracemalloc included), so that the two agree."""
+
+import gc
+import json
+import os
+import sys
+import tracemalloc  # in both modes: its imports (pickle, fnmatch...) are the same
+import unittest
+
+import test.support
+
+MODE = sys.argv[1]
+LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
+# Fast (a few seconds in all, without tracing), deterministic, in-process
+# modules: none of them starts a subprocess or a thread except the
+# excluded ones below.
+MODULES = sys.argv[3:] or ["test_json", "test_re", "test_difflib", "test_textwrap",
+                           "test_csv", "test_collections", "test_string",
+                           "test_fractions", "test_dataclasses"]
+# Test ids starting with these are left out: test_json.test_tool runs
+# `python -m json.tool` in subprocesses.
+EXCLUDE = ("test.test_json.test_tool.",)
+
+keep = []
+
+
+def without_excluded(suite):
+    out = unittest.TestSuite()
+    for test in suite:
+        if isinstance(test, unittest.TestSuite):
+            out.addTest(without_excluded(test))
+        elif not test.id().startswith(EXCLUDE):
+            out.addTest(test)
+    return out
+
+
+def run_tests(log):
+    # As regrtest by default: no optional resources ('cpu', 'network'...).
+    # Outside regrtest use_resources is None, which enables them all.
+    test.support.use_resources = []
+    test.support.verbose = False
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for name in MODULES:
+        suite.addTest(loader.loadTestsFromName("test." + name))
+    suite = without_excluded(suite)
+    runner = unittest.TextTestRunner(stream=log, verbosity=0)
+    result = runner.run(suite)
+    keep.append((suite, result))
+    return result
+
+
+def report_reference(result):
+    snap = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    stats = [{"filename": s.traceback[0].filename, "lineno": s.traceback[0].lineno,
+              "size": s.size, "count": s.count} for s in snap.statistics("lineno")]
+    print("ref " + json.dumps({"lineno": stats, "tests": result.testsRun,
+                               "failures": len(result.failures), "errors": len(result.errors),
+                               "skipped": len(result.skipped)}),
+          flush=True)
+
+
+def main():
+    # Made before 'ready', so neither tracemalloc nor tmtrace sees them: the
+    # protocol's stdout (fd 1 itself is sent to the log during the tests, as
+    # is fd 2), and what waits for EOF without allocating.
+    proto = os.fdopen(os.dup(1), "w")
+    saved_err = os.dup(2)
+    raw_stdin = sys.stdin.buffer.raw
+    buf = bytearray(64)
+    log = open(LOG, "w")
+    print("ready", file=proto, flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+    if MODE == "tracemalloc":
+        tracemalloc.start(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        result = run_tests(log)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        log.flush()
+        os.dup2(saved_err, 2)
+    gc.collect()
+    if MODE == "tracemalloc":
+        report_reference(result)
+    else:
+        os.write(proto.fileno(), b"done\n")  # a constant: allocates nothing
+    # Waits for EOF: readinto a buffer made beforehand allocates nothing.
+    while raw_stdin.readinto(buf):
+        pass
+
+
+main()
