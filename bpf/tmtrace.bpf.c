@@ -59,6 +59,21 @@ struct {
 	__uint(max_entries, 1);
 } code_generations SEC(".maps");
 
+/* Code objects (address, fingerprint) whose lines userspace was sent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct tm_raw_frame);
+	__type(value, __u8);
+	__uint(max_entries, 65536);
+} codes_sent SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct tm_code_event);
+	__uint(max_entries, 1);
+} code_scratch SEC(".maps");
+
 /* Interned tracebacks: frames -> id. The key size is set from -n at load. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -77,7 +92,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 4 << 20); /* room for bursts of new code objects (imports) */
 } events SEC(".maps");
 
 /* Calls a thread has in flight, innermost last. An entry is finished when
@@ -371,6 +386,62 @@ static long zero_frame_step(__u64 index, struct zero_frames *z)
 	return 0;
 }
 
+/* Sends the lines of one frame's code object, the first time it is seen. */
+static long send_code_step(__u64 index, void *unused)
+{
+	__u32 zero = 0, n = (__u32)index;
+	struct tm_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct tm_code_event *ev = bpf_map_lookup_elem(&code_scratch, &zero);
+	struct tm_raw_frame key = {};
+	__u64 linetable, total = 0, len;
+	__u8 one = 1;
+
+	if (!s || !ev || n >= s->ev.stack.nframe)
+		return 1;
+	/* one register for the check and the index, or the verifier loses the bound */
+	barrier_var(n);
+	if (n >= TM_MAX_NFRAME)
+		return 1;
+	key.code = s->ev.stack.frames[n].code;
+	key.fingerprint = s->ev.stack.frames[n].fingerprint;
+	if (!key.code || bpf_map_lookup_elem(&codes_sent, &key))
+		return 0;
+	if (bpf_probe_read_user(s->code_window, cfg.py.code_window_len & (TM_CODE_WINDOW - 1),
+				(void *)(key.code + cfg.py.code_window_start)))
+		return 0;
+	ev->type = TM_EVENT_CODE;
+	ev->code = key.code;
+	ev->fingerprint = key.fingerprint;
+	ev->firstlineno = *(const __u32 *)(s->code_window + (cfg.py.code_firstlineno & (TM_CODE_WINDOW - 8)));
+	ev->filename_addr = load_u64(s->code_window, cfg.py.code_filename & (TM_CODE_WINDOW - 8));
+	linetable = load_u64(s->code_window, cfg.py.code_linetable & (TM_CODE_WINDOW - 8));
+	/* a str near the end of a mapping may not have 512 readable bytes */
+	ev->filename_len = TM_CODE_FILENAME_BYTES;
+	if (bpf_probe_read_user(ev->filename, TM_CODE_FILENAME_BYTES, (void *)ev->filename_addr)) {
+		ev->filename_len = 128;
+		if (bpf_probe_read_user(ev->filename, 128, (void *)ev->filename_addr))
+			ev->filename_len = 0;
+	}
+	if (bpf_probe_read_user(&total, sizeof(total), (void *)(linetable + cfg.py.bytes_size)))
+		total = 0;
+	len = total < TM_CODE_LINETABLE_BYTES ? total : TM_CODE_LINETABLE_BYTES;
+	barrier_var(len);
+	if (len > TM_CODE_LINETABLE_BYTES)
+		return 0;
+	if (len && bpf_probe_read_user(ev->linetable, len, (void *)(linetable + cfg.py.bytes_sval)))
+		len = 0;
+	ev->linetable_len = (__u32)len;
+	ev->linetable_total = (__u32)total;
+	barrier_var(len);
+	if (len > TM_CODE_LINETABLE_BYTES)
+		return 0;
+	if (bpf_ringbuf_output(&events, ev, offsetof(struct tm_code_event, linetable) + len, 0))
+		count_lost(TM_LOST_EVENTS);
+	else
+		bpf_map_update_elem(&codes_sent, &key, &one, BPF_ANY);
+	return 0;
+}
+
 /* The interned id of the calling thread's traceback; 0 when it could not be
  * interned (counted), which userspace shows as <unknown>:0. */
 static __always_inline __u32 current_traceback(struct tm_thread *t)
@@ -422,6 +493,9 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 		count_lost(TM_LOST_TRACEBACK_FULL);
 		return 0;
 	}
+	/* the code objects' lines first: the traceback event refers to them */
+	bpf_loop(w.nframe, send_code_step, NULL, 0);
+	s->ev.type = TM_EVENT_TRACEBACK;
 	s->ev.id = id;
 	used = w.nframe;
 	if (used > TM_MAX_NFRAME)

@@ -196,12 +196,38 @@ struct tm_traceback_stats {
 	__s64 count;
 };
 
-/* Ring-buffer event: a traceback BPF has not seen before, sent so userspace
- * resolves its frames while their code objects are still alive. */
+/* Ring-buffer events, told apart by their first word. */
+#define TM_EVENT_TRACEBACK 1
+#define TM_EVENT_CODE 2
+
+/* A traceback BPF has not seen before, sent so userspace resolves its
+ * frames while their code objects are still alive. */
 struct tm_new_traceback {
+	__u32 type; /* TM_EVENT_TRACEBACK */
 	__u32 id;
-	__u32 pad;
 	struct tm_raw_stack stack; /* truncated to the used length on the wire */
+};
+
+/* Bytes of a code object's filename str object (header and data) and of
+ * its line table that BPF copies when it first meets the code object. */
+#define TM_CODE_FILENAME_BYTES 512
+#define TM_CODE_LINETABLE_BYTES 8192
+
+/* What userspace needs to resolve a code object's lines, copied by BPF the
+ * first time a new traceback holds it: a code object run once (a module
+ * body during an import, exec'd code) dies long before userspace could read
+ * it. A line table longer than the copy is read from the target. */
+struct tm_code_event {
+	__u32 type; /* TM_EVENT_CODE */
+	__u32 fingerprint;
+	__u64 code;
+	__u64 filename_addr;
+	__u32 firstlineno;
+	__u32 filename_len;       /* bytes copied from filename_addr; 0: unreadable */
+	__u32 linetable_len;      /* bytes of line table copied */
+	__u32 linetable_total;    /* its ob_size */
+	__u8 filename[TM_CODE_FILENAME_BYTES];
+	__u8 linetable[TM_CODE_LINETABLE_BYTES]; /* truncated to linetable_len on the wire */
 };
 
 /* Per-process totals, in the BPF program's .bss (mmapped by userspace). */
@@ -248,6 +274,7 @@ struct tm_py_layout {
 	__u32 code_window_start, code_window_len;
 	__u32 code_size, code_filename, code_name, code_firstlineno, code_linetable;
 	__u32 code_firsttraceable; /* relative; ~0u: no incomplete-frame check */
+	__u32 bytes_size, bytes_sval;  /* PyBytesObject: ob_size and data offsets */
 	__u32 code_adaptive;       /* absolute offset of the first instruction (3.11+) */
 };
 

@@ -38,6 +38,7 @@ struct loader {
 	size_t stats_len;
 	struct ring_buffer *rb;
 	loader_traceback_fn event_fn;
+	loader_code_fn code_fn;
 	void *event_ctx;
 };
 
@@ -129,6 +130,8 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	if (py->frame_owner == ~0u)
 		py->frame_owner = 0;
 	py->lasti_multiplier = (t->minor == 10) ? 2 : 1;
+	py->bytes_size = o->varobject_size;
+	py->bytes_sval = o->bytes_sval;
 	py->owned_by_generator = o->frame_owned_by_generator;
 	py->owned_by_cstack = o->frame_owned_by_cstack;
 	py->code_size = rel(o->varobject_size, py->code_window_start);
@@ -464,7 +467,8 @@ uint64_t loader_map_memory(const struct loader *l)
 		buckets <<= 1;
 	ids = (uint64_t)l->max_tracebacks * (48 + ((l->key_size + 7) & ~7ULL) + 8) + buckets * 8;
 	stats = (uint64_t)l->max_tracebacks * sizeof(struct tm_traceback_stats);
-	return live + ids + stats + (1 << 20) /* ring buffer */;
+	/* the ring buffer, and the LRU map of code objects sent (65536) */
+	return live + ids + stats + (4 << 20) + 65536ULL * (48 + sizeof(struct tm_raw_frame) + 8);
 }
 
 const struct tm_totals *loader_totals(const struct loader *l)
@@ -486,12 +490,33 @@ static int on_event(void *ctx, void *data, size_t len)
 {
 	struct loader *l = ctx;
 	struct tm_new_traceback ev;
+	__u32 type;
 
+	if (len < sizeof(type))
+		return 0;
+	memcpy(&type, data, sizeof(type));
+	if (type == TM_EVENT_CODE) {
+		struct tm_code_event *code = calloc(1, sizeof(*code));
+		int err;
+
+		if (!code)
+			return -ENOMEM;
+		if (len >= offsetof(struct tm_code_event, linetable))
+			memcpy(code, data, len < sizeof(*code) ? len : sizeof(*code));
+		err = len >= offsetof(struct tm_code_event, linetable) && l->code_fn ? l->code_fn(l->event_ctx, code) : 0;
+		free(code);
+		return err;
+	}
 	memset(&ev, 0, sizeof(ev));
-	if (len < offsetof(struct tm_new_traceback, stack.frames))
+	if (type != TM_EVENT_TRACEBACK || len < offsetof(struct tm_new_traceback, stack.frames))
 		return 0;
 	memcpy(&ev, data, len < sizeof(ev) ? len : sizeof(ev));
 	return l->event_fn(l->event_ctx, ev.id, &ev.stack);
+}
+
+void loader_on_code(struct loader *l, loader_code_fn fn)
+{
+	l->code_fn = fn;
 }
 
 int loader_events_fd(const struct loader *l)

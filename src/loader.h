@@ -47,6 +47,9 @@ uint32_t loader_traceback_limit(const struct loader *l);
 /* The ring buffer of new tracebacks: fd to poll, and consume. */
 typedef int (*loader_traceback_fn)(void *ctx, uint32_t id, const struct tm_raw_stack *stack);
 int loader_events_fd(const struct loader *l);
+/* Code objects BPF copied when it first met them (same ctx as consume's). */
+typedef int (*loader_code_fn)(void *ctx, const struct tm_code_event *code);
+void loader_on_code(struct loader *l, loader_code_fn fn);
 int loader_consume(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Walks the traceback map, for ids whose event was lost. */
 int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);

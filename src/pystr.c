@@ -35,7 +35,31 @@ size_t utf8_encode(uint32_t cp, char *out)
 	return 4;
 }
 
+/* Reads from the captured copy when it covers [addr, addr + len), else
+ * from the target. */
+static int source_read(const struct pystr_source *src, uint64_t addr, void *buf, size_t len)
+{
+	if (src->bytes && addr >= src->base && addr - src->base <= src->len && len <= src->len - (addr - src->base)) {
+		memcpy(buf, src->bytes + (addr - src->base), len);
+		return 0;
+	}
+	return src->pid > 0 ? remote_read(src->pid, addr, buf, len) : -EFAULT;
+}
+
+static int source_read_u64(const struct pystr_source *src, uint64_t addr, uint64_t *v)
+{
+	return source_read(src, addr, v, sizeof(*v));
+}
+
 int pystr_read(pid_t pid, const struct py_offsets *off, uint64_t addr, char *buf, size_t buflen)
+{
+	struct pystr_source src = { .pid = pid };
+
+	return pystr_read_from(&src, off, addr, buf, buflen);
+}
+
+int pystr_read_from(const struct pystr_source *src, const struct py_offsets *off, uint64_t addr, char *buf,
+		    size_t buflen)
 {
 	uint32_t raw32[PYSTR_MAX_CHARS];
 	uint8_t *raw = (uint8_t *)raw32;
@@ -48,8 +72,8 @@ int pystr_read(pid_t pid, const struct py_offsets *off, uint64_t addr, char *buf
 	if (buflen == 0)
 		return -EINVAL;
 	buf[0] = '\0';
-	if ((err = remote_read_u64(pid, addr + off->unicode_length, &length)) ||
-	    (err = remote_read(pid, addr + off->unicode_state, &state, sizeof(state))))
+	if ((err = source_read_u64(src, addr + off->unicode_length, &length)) ||
+	    (err = source_read(src, addr + off->unicode_state, &state, sizeof(state))))
 		return err;
 	kind = (state >> off->state_kind_shift) & ((1u << off->state_kind_bits) - 1);
 	compact = (state >> off->state_compact_bit) & 1;
@@ -63,9 +87,9 @@ int pystr_read(pid_t pid, const struct py_offsets *off, uint64_t addr, char *buf
 		return -ENAMETOOLONG;
 	if (compact)
 		data = addr + (ascii ? off->unicode_ascii_size : off->unicode_compact_size);
-	else if ((err = remote_read_u64(pid, addr + off->unicode_data_any, &data)))
+	else if ((err = source_read_u64(src, addr + off->unicode_data_any, &data)))
 		return err;
-	if ((err = remote_read(pid, data, raw, length * kind)))
+	if ((err = source_read(src, data, raw, length * kind)))
 		return err;
 	for (uint64_t i = 0; i < length; i++) {
 		uint32_t cp = kind == 1 ? raw[i] : kind == 2 ? ((uint16_t *)raw32)[i] : raw32[i];

@@ -170,6 +170,45 @@ static char *read_code_fields(struct resolver *r, struct code_info *ci, uint64_t
 	return pystr_read(pid, o, filename, buf, sizeof(buf)) == 0 ? strdup(buf) : NULL;
 }
 
+int resolver_add_code(struct resolver *r, const struct tm_code_event *ev)
+{
+	struct code_key k = { ev->code, ev->fingerprint };
+	uint64_t h = hash_mix(ev->code, ev->fingerprint);
+	struct pystr_source src = { .pid = r->target->pid, .base = ev->filename_addr, .bytes = ev->filename,
+				    .len = ev->filename_len };
+	char buf[PYSTR_MAX_CHARS * 4 + 1];
+	struct code_info *ci = hashset_find(&r->codes, h, &k, code_eq);
+
+	if (ci && ci->readable)
+		return 0;
+	if (ev->linetable_len != ev->linetable_total)
+		return 0; /* too long to copy: read from the target when needed */
+	if (!ci) {
+		ci = arena_alloc(&r->arena, sizeof(*ci));
+		if (!ci)
+			return -ENOMEM;
+		memset(ci, 0, sizeof(*ci));
+		ci->code = ev->code;
+		ci->fingerprint = ev->fingerprint;
+		if (hashset_add(&r->codes, h, ci))
+			return -ENOMEM;
+	}
+	free(ci->linetable);
+	ci->linetable = malloc(ev->linetable_len ? ev->linetable_len : 1);
+	if (!ci->linetable)
+		return -ENOMEM;
+	memcpy(ci->linetable, ev->linetable, ev->linetable_len);
+	ci->linetable_len = ev->linetable_len;
+	ci->firstlineno = (int)ev->firstlineno;
+	ci->filename = NULL;
+	if (ev->filename_len && pystr_read_from(&src, r->off, ev->filename_addr, buf, sizeof(buf)) == 0)
+		ci->filename = intern(r, buf);
+	if (!ci->filename)
+		ci->filename = r->unknown;
+	ci->readable = true;
+	return 0;
+}
+
 static struct code_info *code_info_get(struct resolver *r, uint64_t code, uint32_t fingerprint)
 {
 	struct code_key k = { code, fingerprint };

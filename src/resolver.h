@@ -25,6 +25,8 @@ typedef int (*resolver_generation_fn)(void *ctx, uint64_t code, uint64_t *genera
 void resolver_set_generations(struct resolver *r, resolver_generation_fn fn, void *ctx);
 void resolver_free(struct resolver *r);
 
+/* Learns a code object from the copy BPF sent when it first met it. */
+int resolver_add_code(struct resolver *r, const struct tm_code_event *ev);
 /* Resolves and keeps traceback `id` (ids are dense, from BPF). */
 int resolver_add(struct resolver *r, uint32_t id, const struct tm_raw_stack *stack);
 /* The traceback for id, or NULL when BPF never reported it (lost event). */

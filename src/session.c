@@ -61,6 +61,13 @@ static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *s
 	return resolver_add(s->resolver, id, stack) == -ENOMEM ? -ENOMEM : 0;
 }
 
+static int on_new_code(void *ctx, const struct tm_code_event *code)
+{
+	struct session *s = ctx;
+
+	return resolver_add_code(s->resolver, code) == -ENOMEM ? -ENOMEM : 0;
+}
+
 static int code_generation(void *ctx, uint64_t code, uint64_t *generation)
 {
 	return loader_code_generation(ctx, code, generation);
@@ -596,6 +603,7 @@ int session_run(const struct session_options *opt)
 		goto out;
 	}
 	resolver_set_generations(s->resolver, code_generation, s->loader);
+	loader_on_code(s->loader, on_new_code);
 	err = loader_attach(s->loader, &s->plan, s->target.open_path, s->why, sizeof(s->why));
 	if (err) {
 		code = fail(s, err);

@@ -66,7 +66,7 @@ def run_tests(log):
     return result
 
 
-def report_reference(result):
+def report_reference(result, proto):
     snap = tracemalloc.take_snapshot()
     tracemalloc.stop()
     stats = [{"filename": s.traceback[0].filename, "lineno": s.traceback[0].lineno,
@@ -74,7 +74,7 @@ def report_reference(result):
     print("ref " + json.dumps({"lineno": stats, "tests": result.testsRun,
                                "failures": len(result.failures), "errors": len(result.errors),
                                "skipped": len(result.skipped)}),
-          flush=True)
+          file=proto, flush=True)
 
 
 def main():
@@ -104,7 +104,7 @@ def main():
         os.dup2(saved_err, 2)
     gc.collect()
     if MODE == "tracemalloc":
-        report_reference(result)
+        report_reference(result, proto)
     else:
         os.write(proto.fileno(), b"done\n")  # a constant: allocates nothing
     # Waits for EOF: readinto a buffer made beforehand allocates nothing.
