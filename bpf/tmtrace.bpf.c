@@ -412,9 +412,9 @@ static long send_code_step(__u64 index, void *unused)
 	ev->type = TM_EVENT_CODE;
 	ev->code = key.code;
 	ev->fingerprint = key.fingerprint;
-	ev->firstlineno = *(const __u32 *)(s->code_window + (cfg.py.code_firstlineno & (TM_CODE_WINDOW - 8)));
-	ev->filename_addr = load_u64(s->code_window, cfg.py.code_filename & (TM_CODE_WINDOW - 8));
-	linetable = load_u64(s->code_window, cfg.py.code_linetable & (TM_CODE_WINDOW - 8));
+	ev->firstlineno = *(const __u32 *)(s->code_window + cfg.py.code_firstlineno);
+	ev->filename_addr = load_u64(s->code_window, cfg.py.code_filename);
+	linetable = load_u64(s->code_window, cfg.py.code_linetable);
 	/* a str near the end of a mapping may not have 512 readable bytes */
 	ev->filename_len = TM_CODE_FILENAME_BYTES;
 	if (bpf_probe_read_user(ev->filename, TM_CODE_FILENAME_BYTES, (void *)ev->filename_addr)) {
