@@ -314,6 +314,16 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 		 * units in 3.10: the loader's layout says which). */
 		lasti = *(__s32 *)(s->frame_window + cfg.py.frame_lasti);
 		lasti *= cfg.py.lasti_multiplier;
+		/* PyFrame_GetLineNumber(): under a tracer, f_lineno */
+		if (cfg.py.frame_lineno != ~0u && cfg.py.frame_lineno < TM_FRAME_WINDOW - 4) {
+			__s32 lineno = *(__s32 *)(s->frame_window + cfg.py.frame_lineno);
+			bool traced = cfg.py.frame_trace != ~0u && cfg.py.frame_trace < TM_FRAME_WINDOW - 8
+					      ? load_u64(s->frame_window, cfg.py.frame_trace) != 0
+					      : lineno != 0;
+
+			if (traced && lineno >= 0 && lineno < TM_LASTI_IS_LINENO)
+				lasti = TM_LASTI_IS_LINENO | lineno;
+		}
 	} else {
 		/* _PyInterpreterFrame: a pointer into the code's own bytecode. */
 		__u8 owner = s->frame_window[cfg.py.frame_owner];

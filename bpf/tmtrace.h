@@ -148,6 +148,10 @@ enum tm_lost {
  * object's identity (its filename, name and line-table pointers, first line
  * and length), so that a new code object at a dead one's address is a new
  * frame, not a stale one. */
+/* tm_raw_frame.lasti holds a line number, not an offset: a frame under a
+ * tracer on 3.8-3.10, whose line tracemalloc takes from f_lineno. */
+#define TM_LASTI_IS_LINENO 0x40000000
+
 struct tm_raw_frame {
 	__u64 code;        /* PyCodeObject address; 0: unreadable (<unknown>) */
 	__s32 lasti;       /* instruction offset in bytes, as PyCode_Addr2Line wants it */
@@ -268,6 +272,7 @@ struct tm_py_layout {
 	/* frame window: read TM_FRAME_WINDOW bytes at frame + frame_window_start */
 	__u32 frame_window_start, frame_window_len;
 	__u32 frame_back, frame_code, frame_lasti, frame_owner; /* relative to the window */
+	__u32 frame_trace, frame_lineno; /* relative; ~0u: not in this version */
 	__s32 lasti_multiplier; /* f_lasti -> bytes: 1 (3.8, 3.9) or 2 (3.10) */
 	__u32 owned_by_generator, owned_by_cstack;
 	/* code window: read TM_CODE_WINDOW bytes at code + code_window_start */

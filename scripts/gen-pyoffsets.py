@@ -156,7 +156,7 @@ SPEC = {
 }
 
 # SPEC fields that src/pyoffsets.h may lack.
-OPTIONAL = {"frame_trace", "frame_lineno", "type_flags"}
+OPTIONAL = {"type_flags"}
 
 # Single-bit flags must be 1 bit wide: checked as well.
 ONE_BIT = {"compact", "ascii", "ready"}

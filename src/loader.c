@@ -99,8 +99,9 @@ static uint32_t rel(uint32_t off, uint32_t start)
 static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char *why, size_t whylen)
 {
 	const struct py_offsets *o = t->offsets;
-	uint32_t fo[] = { o->frame_back, o->frame_code, o->frame_lasti, o->frame_owner };
-	uint32_t fw[] = { 8, 8, o->frame_model == PY_FRAMES_FRAMEOBJECT ? 4 : 8, 1 };
+	uint32_t fo[] = { o->frame_back, o->frame_code, o->frame_lasti, o->frame_owner, o->frame_trace,
+			  o->frame_lineno };
+	uint32_t fw[] = { 8, 8, o->frame_model == PY_FRAMES_FRAMEOBJECT ? 4 : 8, 1, 8, 4 };
 	uint32_t co[] = { o->varobject_size, o->code_filename, o->code_name, o->code_firstlineno,
 			  o->code_linetable, o->code_firsttraceable };
 	uint32_t cw[] = { 8, 8, 8, 4, 8, 4 };
@@ -116,7 +117,7 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	py->tstate_frame = o->tstate_frame;
 	py->cframe_current_frame = o->cframe_current_frame;
 
-	window_of(fo, 4, fw, &py->frame_window_start, &py->frame_window_len);
+	window_of(fo, 6, fw, &py->frame_window_start, &py->frame_window_len);
 	window_of(co, 6, cw, &py->code_window_start, &py->code_window_len);
 	if (py->frame_window_len >= TM_FRAME_WINDOW || py->code_window_len >= TM_CODE_WINDOW) {
 		snprintf(why, whylen, "CPython %s: frame or code layout too wide for the BPF walker",
@@ -127,6 +128,8 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	py->frame_code = rel(o->frame_code, py->frame_window_start);
 	py->frame_lasti = rel(o->frame_lasti, py->frame_window_start);
 	py->frame_owner = rel(o->frame_owner, py->frame_window_start);
+	py->frame_trace = rel(o->frame_trace, py->frame_window_start);
+	py->frame_lineno = rel(o->frame_lineno, py->frame_window_start);
 	if (py->frame_owner == ~0u)
 		py->frame_owner = 0;
 	py->lasti_multiplier = (t->minor == 10) ? 2 : 1;

@@ -39,6 +39,10 @@ struct py_offsets {
 	uint32_t frame_owner;  /* char owner (3.11+) */
 	uint32_t frame_owned_by_generator; /* value of FRAME_OWNED_BY_GENERATOR (3.11+) */
 	uint32_t frame_owned_by_cstack;    /* value of FRAME_OWNED_BY_CSTACK (3.12+) */
+	/* Under a tracer PyFrame_GetLineNumber() returns f_lineno: when
+	 * f_trace is set (3.8, 3.9), or f_lineno is not 0 (3.10). */
+	uint32_t frame_trace;  /* PyFrameObject.f_trace (3.8-3.9) */
+	uint32_t frame_lineno; /* PyFrameObject.f_lineno (3.8-3.10) */
 	/* PyCodeObject */
 	uint32_t code_filename;
 	uint32_t code_name;

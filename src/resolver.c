@@ -244,6 +244,10 @@ static void resolve_frame(struct resolver *r, const struct tm_raw_frame *raw, st
 		return;
 	}
 	out->filename = ci->filename;
+	if (raw->lasti >= 0 && (raw->lasti & TM_LASTI_IS_LINENO)) {
+		out->lineno = (unsigned)(raw->lasti & ~TM_LASTI_IS_LINENO); /* f_lineno, under a tracer */
+		return;
+	}
 	line = linetable_addr2line(r->target->minor, ci->linetable, ci->linetable_len, ci->firstlineno,
 				   raw->lasti);
 	out->lineno = line < 0 ? 0 : (unsigned)line;

@@ -1,7 +1,7 @@
 """A deterministic workload that exercises every way CPython code commonly
 allocates, for the completeness tests.
 
-usage: complete.py plain|tracemalloc [DIR]
+usage: complete.py plain|tracemalloc [DIR|- [FEATURE,...]]
 
 At startup it writes a small module, tmtrace_late_module.py, into DIR (a
 fresh temporary directory when none is given), appends DIR to sys.path,
@@ -13,6 +13,8 @@ alive, class creation (type() and class statements), and imports done
 only now (stdlib modules it did not import before, and the module in
 DIR). Everything made is kept alive until the end, so it is live memory
 when the snapshot is taken; each feature allocates on lines of its own.
+Given FEATUREs (names of the functions in FEATURES), it runs only those,
+to tell which feature a difference comes from.
 
 In tracemalloc mode it runs tracemalloc inside itself from 'go' on and
 prints 'ref <json>': its lineno statistics for every file (imports put
@@ -38,7 +40,8 @@ import tempfile
 import tracemalloc
 
 MODE = sys.argv[1]
-DIR = sys.argv[2] if len(sys.argv) > 2 else None
+DIR = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "-" else None
+ONLY = sys.argv[3].split(",") if len(sys.argv) > 3 else None
 LATE_STDLIB = ("decimal", "fractions", "statistics", "email.message")
 LATE_MODULE = "tmtrace_late_module"
 LATE_SOURCE = '''"""Written by complete.py at startup; imported only after 'go'."""
@@ -200,18 +203,14 @@ def late_imports():
     return [decimal, fractions, statistics, email.message, tmtrace_late_module]
 
 
+FEATURES = [json_round_trip, regex, pickle_round_trips, list_growth, dict_growth, joined,
+            generators, coroutines, exceptions, classes, late_imports]
+
+
 def workload():
-    keep.append(json_round_trip())
-    keep.append(regex())
-    keep.append(pickle_round_trips())
-    keep.append(list_growth())
-    keep.append(dict_growth())
-    keep.append(joined())
-    keep.append(generators())
-    keep.append(coroutines())
-    keep.append(exceptions())
-    keep.append(classes())
-    keep.append(late_imports())
+    for feature in FEATURES:
+        if ONLY is None or feature.__name__ in ONLY:
+            keep.append(feature())
 
 
 def report_reference():
