@@ -330,7 +330,44 @@ def describe(field, v):
                                   r[3], r[4])
 
 
-def render(results, fields, regen):
+def render_debug_checks(layout, vals):
+    """The C table of 3.13's _Py_DebugOffsets fields that tmtrace checks
+    against its own values when it attaches."""
+    lines = [
+        "/* 3.13: where _PyRuntime.debug_offsets (at the start of _PyRuntime) holds",
+        " * a value this table also has; checked against the live target. */",
+        "static const struct py_debug_check py_debug_checks_313[] = {",
+    ]
+    n = 0
+    for line in layout:
+        w = line.split()
+        if w[0] == "@" or w[0] not in DEBUG_OFFSETS_OVERLAP:
+            continue
+        ours = DEBUG_OFFSETS_OVERLAP[w[0]]
+        if int(w[2]) != vals[ours]:
+            die("_Py_DebugOffsets.%s = %s but the headers give %s = %s" % (w[0], w[2], ours, vals[ours]))
+        lines.append("\t{ %s, offsetof(struct py_offsets, %s), \"%s\" }," % (w[1], ours, w[0]))
+        n += 1
+    if n != len(DEBUG_OFFSETS_OVERLAP):
+        die("only %d of %d _Py_DebugOffsets fields found" % (n, len(DEBUG_OFFSETS_OVERLAP)))
+    lines += [
+        "};",
+        "",
+        "const struct py_debug_check *py_debug_checks_for(int major, int minor, size_t *count)",
+        "{",
+        "\tif (major != 3 || minor != 13) {",
+        "\t\t*count = 0;",
+        "\t\treturn NULL;",
+        "\t}",
+        "\t*count = sizeof(py_debug_checks_313) / sizeof(py_debug_checks_313[0]);",
+        "\treturn py_debug_checks_313;",
+        "}",
+        "",
+    ]
+    return lines
+
+
+def render(results, fields, regen, debug_lines=None):
     lines = [
         "/* GENERATED FILE - DO NOT EDIT.",
         " *",
@@ -378,6 +415,8 @@ def render(results, fields, regen):
         "}",
         "",
     ]
+    if debug_lines:
+        lines += debug_lines
     return "\n".join(lines)
 
 
@@ -491,12 +530,11 @@ DEBUG_OFFSETS_OVERLAP = {
 }
 
 
-def debug_offsets(prefix, cc, tmpdir):
-    """Print the layout of 3.13's _Py_DebugOffsets (offset of each field from
-    the start of _PyRuntime, from the headers) and the values libpython3.13
-    itself holds there (its _PyRuntime initializer, read by linking against
-    it), and compare the fields that duplicate struct py_offsets fields with
-    the values generated from the headers."""
+def debug_offsets_layout(prefix, cc, tmpdir):
+    """3.13's _Py_DebugOffsets: the program's output lines, one per field
+    ('NAME OFFSET VALUE', '@ ...' for the struct's own facts), from the
+    headers and from libpython3.13's own _PyRuntime initializer (read by
+    linking a program against it)."""
     v = (3, 13)
     inc = os.path.join(prefix, "include", "python3.13")
     text = open(os.path.join(inc, "internal", "pycore_runtime.h")).read()
@@ -547,11 +585,22 @@ def debug_offsets(prefix, cc, tmpdir):
     p = subprocess.run([exe], stdout=subprocess.PIPE, universal_newlines=True)
     if p.returncode != 0:
         die("%s exited with %d" % (exe, p.returncode))
+    return p.stdout.splitlines()
+
+
+def debug_offsets(prefix, cc, tmpdir):
+    """Print the layout of 3.13's _Py_DebugOffsets (offset of each field from
+    the start of _PyRuntime) and the values libpython3.13 holds there, and
+    compare the fields that duplicate struct py_offsets fields with the
+    values generated from the headers."""
+    v = (3, 13)
+    lib = os.path.join(prefix, "lib")
+    out = debug_offsets_layout(prefix, cc, tmpdir)
     _, vals = generate_version(v, prefix, cc, tmpdir)
     bad = 0
     print("CPython %s (%s): _PyRuntime.debug_offsets" % (os.path.basename(prefix), lib))
     print("%-6s %-44s %-12s %s" % ("offset", "field", "value", "struct py_offsets"))
-    for line in p.stdout.splitlines():
+    for line in out:
         w = line.split()
         if w[0] == "@":
             if w[1] == "debug_offsets":
@@ -651,9 +700,12 @@ def main():
 
         results = []
         bad = 0
+        debug_lines = None
         for v in versions:
             patch, vals = generate_version(v, prefixes[v], args.cc, tmp)
             results.append((v, patch, vals))
+            if v == (3, 13):
+                debug_lines = render_debug_checks(debug_offsets_layout(prefixes[v], args.cc, tmp), vals)
             if args.dwarf:
                 if not shutil.which("gdb"):
                     die("--dwarf needs gdb")
@@ -671,7 +723,7 @@ def main():
     regen = "scripts/gen-pyoffsets.py"
     if versions != ALL_VERSIONS:
         regen += " --versions " + ",".join(vstr(v) for v in versions)
-    text = render(results, fields, regen)
+    text = render(results, fields, regen, debug_lines)
     if args.check:
         try:
             old = open(args.output).read()

@@ -71,4 +71,20 @@ struct py_offsets {
 /* The table for every supported minor version, or NULL. */
 const struct py_offsets *py_offsets_for(int major, int minor);
 
+/* 3.13+ describe their own layout in _PyRuntime.debug_offsets: the
+ * fields that say what a struct py_offsets field says. */
+struct py_debug_check {
+	uint32_t at;     /* offset of the uint64_t in _Py_DebugOffsets */
+	uint32_t field;  /* offsetof(struct py_offsets, the same fact) */
+	const char *name;
+};
+
+/* The checks for a version (count 0 and NULL when it has none). */
+const struct py_debug_check *py_debug_checks_for(int major, int minor, size_t *count);
+
+/* _Py_DebugOffsets' own header: cookie, version, free_threaded (3.13). */
+#define PY_DEBUG_COOKIE "xdebugpy"
+#define PY_DEBUG_VERSION_AT 8
+#define PY_DEBUG_FREE_THREADED_AT 16
+
 #endif

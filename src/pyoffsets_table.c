@@ -283,3 +283,42 @@ const struct py_offsets *py_offsets_for(int major, int minor)
 			return &py_offsets_table[i];
 	return NULL;
 }
+
+/* 3.13: where _PyRuntime.debug_offsets (at the start of _PyRuntime) holds
+ * a value this table also has; checked against the live target. */
+static const struct py_debug_check py_debug_checks_313[] = {
+	{ 40, offsetof(struct py_offsets, runtime_interpreters_head), "runtime_state.interpreters_head" },
+	{ 64, offsetof(struct py_offsets, interp_next), "interpreter_state.next" },
+	{ 72, offsetof(struct py_offsets, interp_threads_head), "interpreter_state.threads_head" },
+	{ 168, offsetof(struct py_offsets, tstate_next), "thread_state.next" },
+	{ 176, offsetof(struct py_offsets, tstate_interp), "thread_state.interp" },
+	{ 184, offsetof(struct py_offsets, tstate_frame), "thread_state.current_frame" },
+	{ 192, offsetof(struct py_offsets, tstate_thread_id), "thread_state.thread_id" },
+	{ 200, offsetof(struct py_offsets, tstate_native_thread_id), "thread_state.native_thread_id" },
+	{ 232, offsetof(struct py_offsets, frame_back), "interpreter_frame.previous" },
+	{ 240, offsetof(struct py_offsets, frame_code), "interpreter_frame.executable" },
+	{ 248, offsetof(struct py_offsets, frame_lasti), "interpreter_frame.instr_ptr" },
+	{ 264, offsetof(struct py_offsets, frame_owner), "interpreter_frame.owner" },
+	{ 280, offsetof(struct py_offsets, code_filename), "code_object.filename" },
+	{ 288, offsetof(struct py_offsets, code_name), "code_object.name" },
+	{ 296, offsetof(struct py_offsets, code_qualname), "code_object.qualname" },
+	{ 304, offsetof(struct py_offsets, code_linetable), "code_object.linetable" },
+	{ 312, offsetof(struct py_offsets, code_firstlineno), "code_object.firstlineno" },
+	{ 344, offsetof(struct py_offsets, code_adaptive), "code_object.co_code_adaptive" },
+	{ 360, offsetof(struct py_offsets, object_type), "pyobject.ob_type" },
+	{ 520, offsetof(struct py_offsets, varobject_size), "bytes_object.ob_size" },
+	{ 528, offsetof(struct py_offsets, bytes_sval), "bytes_object.ob_sval" },
+	{ 544, offsetof(struct py_offsets, unicode_state), "unicode_object.state" },
+	{ 552, offsetof(struct py_offsets, unicode_length), "unicode_object.length" },
+	{ 560, offsetof(struct py_offsets, unicode_ascii_size), "unicode_object.asciiobject_size" },
+};
+
+const struct py_debug_check *py_debug_checks_for(int major, int minor, size_t *count)
+{
+	if (major != 3 || minor != 13) {
+		*count = 0;
+		return NULL;
+	}
+	*count = sizeof(py_debug_checks_313) / sizeof(py_debug_checks_313[0]);
+	return py_debug_checks_313;
+}

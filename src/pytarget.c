@@ -62,6 +62,36 @@ static int version_from_rodata(struct elf_file *ef, int minor, int *micro, char 
 	return -ENOENT;
 }
 
+/* The ABI flags of the build, from the extension-module suffix compiled
+ * into it (".cpython-311d-x86_64-linux-gnu.so"): 'd' for a debug build
+ * (Py_DEBUG), 't' for a free-threaded one. -ENOENT if not found. */
+static int abi_flags(struct elf_file *ef, int minor, char *flags, size_t len)
+{
+	struct elf_section_view ro;
+	char prefix[24];
+	int plen;
+
+	if (elf_rodata(ef, &ro))
+		return -ENOENT;
+	plen = snprintf(prefix, sizeof(prefix), ".cpython-3%d", minor);
+	for (size_t i = 0; i + (size_t)plen + 8 < ro.size; i++) {
+		const char *s = (const char *)ro.data + i;
+		size_t n = 0;
+
+		if (memcmp(s, prefix, (size_t)plen) != 0)
+			continue;
+		s += plen;
+		while (n + 1 < len && (size_t)(s - (const char *)ro.data) + n < ro.size && islower((unsigned char)s[n]))
+			n++;
+		if (s[n] != '-')
+			continue;
+		memcpy(flags, s, n);
+		flags[n] = '\0';
+		return 0;
+	}
+	return -ENOENT;
+}
+
 static int detect_version(struct py_target *t, char *why, size_t whylen)
 {
 	uint64_t vaddr;
@@ -191,6 +221,14 @@ int py_target_open(pid_t pid, struct py_target *t, char *why, size_t whylen)
 	if (err)
 		goto fail;
 	t->offsets = py_offsets_for(t->major, t->minor);
+	if (t->offsets && abi_flags(t->elf, t->minor, t->abiflags, sizeof(t->abiflags)) == 0 &&
+	    (strchr(t->abiflags, 'd') || strchr(t->abiflags, 't'))) {
+		snprintf(why, whylen, "process %d runs a %s build of CPython %s (%s, ABI flags '%s'): not "
+			 "supported, tmtrace supports release builds (its structure layouts differ)", (int)pid,
+			 strchr(t->abiflags, 't') ? "free-threaded" : "debug", t->version, t->binary, t->abiflags);
+		err = -ENOTSUP;
+		goto fail;
+	}
 	if (!t->offsets) {
 		snprintf(why, whylen, "process %d runs CPython %s (%s): not supported, tmtrace supports 3.8 to 3.13",
 			 (int)pid, t->version, t->binary);
@@ -256,9 +294,55 @@ mismatch:
 	return -ENOTSUP;
 }
 
+/* 3.13+: the runtime describes its own layout at the start of _PyRuntime
+ * (_Py_DebugOffsets, for debuggers and profilers). Every value tmtrace's
+ * table also has must agree, and the build must not be free-threaded. */
+static int check_debug_offsets(struct py_target *t, char *why, size_t whylen)
+{
+	size_t count;
+	const struct py_debug_check *checks = py_debug_checks_for(t->major, t->minor, &count);
+	char cookie[8];
+	uint64_t version, free_threaded, value;
+
+	if (!checks)
+		return 0;
+	if (remote_read(t->pid, t->runtime_addr, cookie, sizeof(cookie)) ||
+	    remote_read_u64(t->pid, t->runtime_addr + PY_DEBUG_VERSION_AT, &version) ||
+	    remote_read_u64(t->pid, t->runtime_addr + PY_DEBUG_FREE_THREADED_AT, &free_threaded)) {
+		snprintf(why, whylen, "cannot read the target's memory (_PyRuntime at 0x%" PRIx64 ")",
+			 t->runtime_addr);
+		return -EFAULT;
+	}
+	if (memcmp(cookie, PY_DEBUG_COOKIE, sizeof(cookie)) != 0 || (version >> 16) != (uint64_t)(t->major << 8 | t->minor)) {
+		snprintf(why, whylen, "CPython %s in %s has no valid _Py_DebugOffsets at _PyRuntime "
+			 "(an unusual build?): not supported", t->version, t->binary);
+		return -ENOTSUP;
+	}
+	if (free_threaded) {
+		snprintf(why, whylen, "process %d runs a free-threaded build of CPython %s (%s): not supported",
+			 (int)t->pid, t->version, t->binary);
+		return -ENOTSUP;
+	}
+	for (size_t i = 0; i < count; i++) {
+		uint32_t ours;
+
+		memcpy(&ours, (const char *)t->offsets + checks[i].field, sizeof(ours));
+		if (remote_read_u64(t->pid, t->runtime_addr + checks[i].at, &value) || value != ours) {
+			snprintf(why, whylen, "CPython %s in %s: its _Py_DebugOffsets give %s = %" PRIu64
+				 ", tmtrace's table %u (an unusual build?): not supported",
+				 t->version, t->binary, checks[i].name, value, ours);
+			return -ENOTSUP;
+		}
+	}
+	return 0;
+}
+
 int py_target_check(struct py_target *t, char *why, size_t whylen)
 {
-	int err = 0, nthreads;
+	int err = check_debug_offsets(t, why, whylen), nthreads;
+
+	if (err)
+		return err;
 
 	/* Threads come and go while we walk: a few tries before concluding. */
 	for (int attempt = 0; attempt < 5; attempt++) {

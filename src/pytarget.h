@@ -22,6 +22,7 @@ struct py_target {
 	int major, minor, micro;
 	char version[32];                  /* "3.11.7" */
 	bool shared;                       /* libpython*.so rather than a static executable */
+	char abiflags[8];                  /* "" for a release build, "d" debug, "t" free-threaded */
 	const struct py_offsets *offsets;
 };
 

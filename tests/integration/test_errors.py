@@ -87,6 +87,75 @@ def test_unsupported_versions():
         raise Skip("no CPython 2.7, 3.6 or 3.7 under pyenv to check the unsupported-version error")
 
 
+# A process that looks like a CPython build tmtrace must refuse: the
+# extension suffix a build compiles in (its ABI flags), a _PyRuntime, and for
+# 3.13 the _Py_DebugOffsets header at _PyRuntime's start.
+FAKE_BUILD = r"""
+#include <string.h>
+#include <unistd.h>
+const char suffix[] = ".cpython-3%(minor)d%(flags)s-x86_64-linux-gnu.so";
+unsigned long long _PyRuntime[512] = { 0 };
+int main(void)
+{
+	const char *p = suffix;
+	memcpy(_PyRuntime, "xdebugpy", 8);
+	_PyRuntime[1] = 0x030d00f0ULL;        /* version */
+	_PyRuntime[2] = %(free_threaded)d;    /* free_threaded */
+	_PyRuntime[5] = %(interpreters_head)d; /* runtime_state.interpreters_head */
+	__asm__ volatile("" : : "r"(p) : "memory");
+	pause();
+	return 0;
+}
+"""
+
+
+def run_fake_build(minor, flags="", free_threaded=0, interpreters_head=632):
+    """tmtrace's one-line answer to a fake CPython 3.<minor> build."""
+    if not shutil.which("gcc"):
+        raise Skip("gcc is needed to build the fake CPython processes")
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="tmtrace-fake.") as tmp:
+        src = os.path.join(tmp, "fake.c")
+        exe = os.path.join(tmp, "python3.%d" % minor)
+        with open(src, "w") as f:
+            f.write(FAKE_BUILD % {"minor": minor, "flags": flags, "free_threaded": free_threaded,
+                                  "interpreters_head": interpreters_head})
+        subprocess.run(["gcc", "-O1", "-o", exe, src], check=True)
+        p = subprocess.Popen([exe])
+        try:
+            code, out, err = run_tmtrace("-p", p.pid)
+            check(p.poll() is None, "the fake target died")
+            return code, out, err
+        finally:
+            p.kill()
+            p.wait()
+
+
+def test_debug_build_refused():
+    """A debug build (ABI flags 'd') has other structure layouts: refused."""
+    require_root()
+    code, out, err = run_fake_build(12, "d")
+    one_error_line(code, out, err, 1, "debug build", "3.12", "not supported")
+
+
+def test_free_threaded_build_refused():
+    """3.13t (ABI flags 't'), and a 3.13 whose _Py_DebugOffsets say
+    free-threaded: refused."""
+    require_root()
+    code, out, err = run_fake_build(13, "t")
+    one_error_line(code, out, err, 1, "free-threaded build", "not supported")
+    code, out, err = run_fake_build(13, "", free_threaded=1)
+    one_error_line(code, out, err, 1, "free-threaded build", "not supported")
+
+
+def test_debug_offsets_disagree_refused():
+    """3.13: a _Py_DebugOffsets value that differs from tmtrace's generated
+    table stops the attach, naming the field."""
+    require_root()
+    code, out, err = run_fake_build(13, "", interpreters_head=640)
+    one_error_line(code, out, err, 1, "runtime_state.interpreters_head = 640", "not supported")
+
+
 def test_missing_capabilities():
     """Capabilities are checked, not the uid: drop them and keep uid 0."""
     require_root()

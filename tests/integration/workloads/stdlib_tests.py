@@ -33,9 +33,18 @@ LOG = sys.argv[2] if len(sys.argv) > 2 else os.devnull
 MODULES = sys.argv[3:] or ["test_json", "test_re", "test_difflib", "test_textwrap",
                            "test_csv", "test_collections", "test_string",
                            "test_fractions", "test_dataclasses"]
-# Test ids starting with these are left out: test_json.test_tool runs
-# `python -m json.tool` in subprocesses.
-EXCLUDE = ("test.test_json.test_tool.",)
+# Test ids starting with these are left out:
+EXCLUDE = (
+    # runs `python -m json.tool` in subprocesses
+    "test.test_json.test_tool.",
+    # recursion tens of thousands of frames deep: tracemalloc walks the
+    # whole stack at each allocation (total_nframe), minutes under it
+    "test.test_json.test_recursion.TestPyRecursion.test_highly_nested_objects_",
+    "test.test_json.test_recursion.TestCRecursion.test_highly_nested_objects_",
+    "test.test_difflib.TestSFpatches.test_recursion_limit",
+    # seconds of compiling one namedtuple of thousands of fields
+    "test.test_collections.TestNamedTuple.test_odd_sizes",
+)
 
 keep = []
 
