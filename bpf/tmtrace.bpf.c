@@ -834,6 +834,11 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 		push_pending(t, id, ctx->sp, a, b, 0, site->role == TM_ROLE_NEWPOOL);
 		return 0;
 	case TM_ROLE_FREE:
+		/* a thread state freed by its own thread (PyGILState_Release of
+		 * a C thread): the next one may be elsewhere, and the freed
+		 * memory may still look like it */
+		if (a && a == t->tstate)
+			t->tstate = 0;
 		if (t->depth == 0 && armed && a)
 			forget_block(a); /* a free nested in a realloc is the realloc's */
 		return 0;
