@@ -114,9 +114,10 @@ _described = {}
 def describe_build(name):
     """What the build `name` actually is, e.g. "3.12.1 pyenv shared" or
     "3.11.2 debian static" (shared: libpython is a shared library the
-    executable loads). Raises Skip when the build is missing."""
+    executable loads). Raises Skip, saying why, when the build is missing."""
     if name not in _described:
-        python = build_python(name)
+        b = build(name)
+        python = find_python(b.minor, pyenv=b.pyenv)
         script = ("import platform\n"
                   "shared = any('libpython' in l for l in open('/proc/self/maps'))\n"
                   "print(platform.python_version(), 'shared' if shared else 'static')\n")
@@ -126,8 +127,7 @@ def describe_build(name):
             version, linkage = p.stdout.split()
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             raise Skip("build %s (%s) does not run: %s" % (name, python, e))
-        _described[name] = "%s %s %s" % (version, "pyenv" if build(name).pyenv else "debian",
-                                         linkage)
+        _described[name] = "%s %s %s" % (version, "pyenv" if b.pyenv else "debian", linkage)
     return _described[name]
 
 

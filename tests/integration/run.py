@@ -104,19 +104,15 @@ def print_matrix(per_build):
         if b.name not in per_build:
             continue
         try:
-            python = harness.describe_build(b.name)
+            python, why = harness.describe_build(b.name), ""
         except harness.Skip as e:
-            python = "missing: %s" % e
+            python, why = "MISSING", "  (%s)" % e
         c = per_build[b.name]
-        rows.append((b.name, python, c["passed"], c["failed"], c["skipped"]))
-    if not rows:
-        return
-    print("%-12s %-22s %6s %6s %7s" % ("build", "python", "passed", "failed", "skipped"))
-    for name, python, p, f, s in rows:
-        if python.startswith("missing"):
-            print("%-12s %-22s %6d %6d %7d  %s" % (name, "MISSING", p, f, s, python))
-        else:
-            print("%-12s %-22s %6d %6d %7d" % (name, python, p, f, s))
+        rows.append("%-12s %-22s %6d %6d %7d%s"
+                    % (b.name, python, c["passed"], c["failed"], c["skipped"], why))
+    if rows:
+        print("%-12s %-22s %6s %6s %7s" % ("build", "python", "passed", "failed", "skipped"))
+        print("\n".join(rows))
 
 
 if __name__ == "__main__":
