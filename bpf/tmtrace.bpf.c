@@ -112,6 +112,7 @@ struct tm_pending {
 struct tm_thread {
 	__u32 depth;
 	__u32 pad;
+	__u64 last_block; /* the block this thread recorded last */
 	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
 };
@@ -580,6 +581,40 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	stats_add(blk.traceback_id, size, 1);
 	update_peak(__sync_add_and_fetch(&totals.current, (__s64)size));
 	__sync_fetch_and_add(&totals.allocs, 1);
+	t->last_block = ptr;
+}
+
+/* _PyTraceMalloc_NewReference(): the object's memory, if traced, takes the
+ * current traceback. A block this thread has just recorded already has it
+ * (nothing runs between an allocation and its object's first reference),
+ * so only objects reused from free lists cost a traceback. */
+static __always_inline void restamp(struct tm_thread *t, __u64 op)
+{
+	__u64 type = 0, flags = 0, ptr = op;
+	struct tm_block *b;
+	__u32 id;
+
+	if (bpf_probe_read_user(&type, sizeof(type), (void *)(op + cfg.py.object_type)) ||
+	    bpf_probe_read_user(&flags, sizeof(flags), (void *)(type + cfg.py.type_flags)))
+		return;
+	if (flags & cfg.py.gc_flag)
+		ptr -= cfg.py.gc_header_size;
+	if (flags & cfg.py.preheader_flags)
+		ptr -= cfg.py.preheader_size;
+	if (ptr == t->last_block)
+		return;
+	b = bpf_map_lookup_elem(&live, &ptr);
+	if (!b)
+		return;
+	id = current_traceback(t);
+	/* the block may have gone meanwhile: look again */
+	b = bpf_map_lookup_elem(&live, &ptr);
+	if (!b || b->traceback_id == id)
+		return;
+	stats_add(b->traceback_id, -(__s64)b->size, -1);
+	stats_add(id, (__s64)b->size, 1);
+	b->traceback_id = id;
+	t->last_block = ptr;
 }
 
 /* PyTraceMalloc_Track(): tracemalloc_add_trace() in that domain. */
@@ -828,6 +863,10 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 	case TM_ROLE_CODE_DEALLOC:
 		if (a)
 			code_died(a);
+		return 0;
+	case TM_ROLE_NEWREF:
+		if (armed && a && t->depth == 0)
+			restamp(t, a);
 		return 0;
 	case TM_ROLE_ENTRY:
 	case TM_ROLE_NEWPOOL:

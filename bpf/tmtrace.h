@@ -70,6 +70,11 @@ enum tm_role {
 	 * each death starts a new generation of that address, which frames
 	 * carry, so a traceback never takes a dead code object's lines. */
 	TM_ROLE_CODE_DEALLOC = 9,
+	/* an object gets its first reference (_Py_NewReference): a = the
+	 * object. If its memory is a traced block, it takes the current
+	 * traceback, as _PyTraceMalloc_NewReference does: an object reused
+	 * from a free list is reported where it was last created. */
+	TM_ROLE_NEWREF = 10,
 };
 
 /* tm_site.flags */
@@ -280,6 +285,12 @@ struct tm_py_layout {
 	__u32 code_size, code_filename, code_name, code_firstlineno, code_linetable;
 	__u32 code_firsttraceable; /* relative; ~0u: no incomplete-frame check */
 	__u32 bytes_size, bytes_sval;  /* PyBytesObject: ob_size and data offsets */
+	/* where an object's memory starts (tracemalloc's re-stamp): before the
+	 * object by the GC header when tp_flags has gc_flag, and by two more
+	 * words when it has any of preheader_flags (3.12+) */
+	__u32 object_type, type_flags;
+	__u64 gc_flag, preheader_flags;
+	__u32 gc_header_size, preheader_size;
 	__u32 code_adaptive;       /* absolute offset of the first instruction (3.11+) */
 };
 

@@ -131,6 +131,7 @@ SPEC = {
     "code_adaptive": [M(*R_NEW, "PyCodeObject", "co_code_adaptive", 1)],
     "code_firsttraceable": [M(*R_NEW, "PyCodeObject", "_co_firsttraceable", 4)],
     "object_type": [M(*R_ALL, "PyObject", "ob_type", 8)],
+    "type_flags": [M(*R_ALL, "PyTypeObject", "tp_flags", 8)],
     "varobject_size": [M(*R_ALL, "PyVarObject", "ob_size", 8)],
     "bytes_sval": [M(*R_ALL, "PyBytesObject", "ob_sval", 1)],
     "unicode_length": [M(*R_ALL, "PyASCIIObject", "length", 8)],
@@ -151,12 +152,10 @@ SPEC = {
     #   or when f_lineno != 0 (3.10), so an exact walker needs both.
     "frame_trace": [M((3, 8), (3, 9), "PyFrameObject", "f_trace", 8)],
     "frame_lineno": [M(*R_OLD, "PyFrameObject", "f_lineno", 4)],
-    #   tracemalloc's PyUnicode_Check(co_filename): tp_flags & (1 << 28).
-    "type_flags": [M(*R_ALL, "PyTypeObject", "tp_flags", 8)],
 }
 
 # SPEC fields that src/pyoffsets.h may lack.
-OPTIONAL = {"type_flags"}
+OPTIONAL = set()
 
 # Single-bit flags must be 1 bit wide: checked as well.
 ONE_BIT = {"compact", "ascii", "ready"}

@@ -278,6 +278,42 @@ static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, GElf_Sym *sym
 	return -ENOENT;
 }
 
+int elf_got_slot(struct elf_file *ef, const char *name, uint64_t *got_vaddr)
+{
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+
+	while ((scn = elf_nextscn(ef->elf, scn))) {
+		Elf_Data *data, *symdata;
+		GElf_Shdr symsh;
+		Elf_Scn *symscn;
+
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_RELA || !sh.sh_entsize || !sh.sh_link)
+			continue;
+		data = elf_getdata(scn, NULL);
+		symscn = elf_getscn(ef->elf, sh.sh_link);
+		if (!data || !symscn || !gelf_getshdr(symscn, &symsh))
+			continue;
+		symdata = elf_getdata(symscn, NULL);
+		for (size_t i = 0; symdata && i < sh.sh_size / sh.sh_entsize; i++) {
+			GElf_Rela r;
+			GElf_Sym sym;
+			const char *sname;
+
+			if (!gelf_getrela(data, (int)i, &r) || (GELF_R_TYPE(r.r_info) != R_X86_64_JUMP_SLOT &&
+							       GELF_R_TYPE(r.r_info) != R_X86_64_GLOB_DAT) ||
+			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), &sym))
+				continue;
+			sname = elf_strptr(ef->elf, symsh.sh_link, sym.st_name);
+			if (sname && strcmp(sname, name) == 0) {
+				*got_vaddr = r.r_offset;
+				return 0;
+			}
+		}
+	}
+	return -ENOENT;
+}
+
 const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
 {
 	GElf_Sym sym;

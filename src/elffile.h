@@ -35,6 +35,8 @@ int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value);
 /* The symbol a GOT slot is bound to (R_X86_64_JUMP_SLOT or GLOB_DAT
  * relocations), e.g. "malloc" for malloc@plt's slot; NULL if none. */
 const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr);
+/* The GOT slot bound to a symbol (its PLT stub jumps through it). */
+int elf_got_slot(struct elf_file *ef, const char *name, uint64_t *got_vaddr);
 /* The address a GOT slot holds once bound, when its symbol is defined in
  * this file (3.12's `mov _PyRuntime@GOTPCREL(%rip),%rax`). */
 int elf_got_address(struct elf_file *ef, uint64_t got_vaddr, uint64_t *value);

@@ -135,6 +135,17 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	py->lasti_multiplier = (t->minor == 10) ? 2 : 1;
 	py->bytes_size = o->varobject_size;
 	py->bytes_sval = o->bytes_sval;
+	/* _PyType_PreHeaderSize(): Py_TPFLAGS_HAVE_GC (1 << 14) adds
+	 * sizeof(PyGC_Head); from 3.12 Py_TPFLAGS_MANAGED_DICT |
+	 * Py_TPFLAGS_MANAGED_WEAKREF (0x18) add two words. 3.11 has a managed
+	 * dict pre-header too, but its tracemalloc does not count it: it looks
+	 * the object up at op - sizeof(PyGC_Head), and so does tmtrace. */
+	py->object_type = o->object_type;
+	py->type_flags = o->type_flags;
+	py->gc_flag = 1ULL << 14;
+	py->gc_header_size = 16;
+	py->preheader_flags = t->minor >= 12 ? 0x18 : 0;
+	py->preheader_size = 16;
 	py->owned_by_generator = o->frame_owned_by_generator;
 	py->owned_by_cstack = o->frame_owned_by_cstack;
 	py->code_size = rel(o->varobject_size, py->code_window_start);

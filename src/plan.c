@@ -381,6 +381,21 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 		p->probed[c->function]++;
 		err = add_copy_sites(ef, &code, p, c, bias);
 	}
+	if (!err)
+		err = newref_find(&code, ef, &p->newrefs);
+	for (int i = 0; i < p->newrefs.count && !err; i++) {
+		struct probe_site *s = new_site(p);
+
+		if (!s) {
+			err = -ENOMEM;
+			break;
+		}
+		s->vaddr = p->newrefs.sites[i].vaddr;
+		s->bpf.role = TM_ROLE_NEWREF;
+		s->bpf.a = p->newrefs.sites[i].op;
+		snprintf(s->what, sizeof(s->what), "%s", p->newrefs.sites[i].what);
+		err = finish_site(ef, &code, p, s);
+	}
 	if (err && !why[0])
 		snprintf(why, whylen, "cannot build the probe plan: %s", strerror(-err));
 	cfi_close(cfi);
@@ -391,6 +406,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 void plan_free(struct probe_plan *p)
 {
 	inlined_free(&p->copies);
+	newref_free(&p->newrefs);
 	free(p->sites);
 	memset(p, 0, sizeof(*p));
 }

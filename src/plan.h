@@ -10,6 +10,7 @@
 #include "allocsites.h"
 #include "elffile.h"
 #include "inlined.h"
+#include "newref.h"
 #include "pymalloc.h"
 #include "tmtrace.h"
 
@@ -34,6 +35,7 @@ struct probe_plan {
 	int nhooks;
 	bool tracks;        /* PyTraceMalloc_Track/Untrack probed */
 	bool code_deaths;   /* the code deallocator probed */
+	struct newref_set newrefs; /* where objects get their first reference */
 	uint64_t bias;      /* load bias of the target's mapping (0 without one) */
 	struct pymalloc_info pm;  /* usedpools 0: no prediction */
 	char no_predict[160];     /* why not, when not */

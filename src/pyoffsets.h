@@ -52,8 +52,9 @@ struct py_offsets {
 	uint32_t code_code;           /* co_code bytes (3.8-3.10) */
 	uint32_t code_adaptive;       /* co_code_adaptive (3.11+) */
 	uint32_t code_firsttraceable; /* _co_firsttraceable (3.11+) */
-	/* PyObject / PyVarObject / PyBytesObject */
+	/* PyObject / PyVarObject / PyBytesObject / PyTypeObject */
 	uint32_t object_type;
+	uint32_t type_flags;
 	uint32_t varobject_size;
 	uint32_t bytes_sval;
 	/* PyUnicodeObject */

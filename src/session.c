@@ -132,10 +132,10 @@ static void print_attach_notes(struct session *s)
 	for (int i = 0; s->opt->verbose && i < p->nsites; i++) {
 		const struct probe_site *site = &p->sites[i];
 		static const char *roles[] = { "?", "predict", "entry", "return", "free", "newpool",
-					       "realloc", "track", "untrack", "code-dealloc" };
+					       "realloc", "track", "untrack", "code-dealloc", "newref" };
 
 		fprintf(stderr, "tmtrace:   site %d: 0x%lx %s%s %s: %s (%s)\n", i, (unsigned long)site->vaddr,
-			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 10 ? site->bpf.role : 0],
+			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 11 ? site->bpf.role : 0],
 			site->emulated ? "emulated" : "single-stepped", site->what, site->insn);
 	}
 }

@@ -12,6 +12,7 @@ static const char *const role_names[] = {
 	[TM_ROLE_PREDICT] = "predict", [TM_ROLE_ENTRY] = "entry", [TM_ROLE_RETURN] = "return",
 	[TM_ROLE_FREE] = "free", [TM_ROLE_NEWPOOL] = "newpool", [TM_ROLE_REALLOC] = "realloc",
 	[TM_ROLE_TRACK] = "track", [TM_ROLE_UNTRACK] = "untrack", [TM_ROLE_CODE_DEALLOC] = "code-dealloc",
+	[TM_ROLE_NEWREF] = "newref",
 };
 
 static const char *const kind_names[] = {
@@ -111,6 +112,8 @@ int sites_command(int argc, char **argv)
 			printf("# not probed: inlined %s, guard at 0x%lx: %s\n", plan.fns[c->function].name,
 			       (unsigned long)c->cmp, inlined_verdict_names[c->verdict]);
 	}
+	if (plan.newrefs.missed)
+		printf("# not probed: %d object-creation points (guard or operand not proven)\n", plan.newrefs.missed);
 	if (plan.no_predict[0])
 		printf("# no prediction: %s\n", plan.no_predict);
 	plan_free(&plan);

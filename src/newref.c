@@ -1,0 +1,362 @@
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "newref.h"
+#include "regtrack.h"
+
+/* Straight-line instructions walked from a guard to the re-stamping call,
+ * and unconditional jumps followed on the way (PGO moves the call to a
+ * cold section: `cmpl $0,tracing; je hot; jmp cold` ... `cold: mov
+ * %rbx,%rdi; call`). */
+#define PATH_MAX_INSNS 24
+#define PATH_MAX_JUMPS 3
+/* How far before a call its block may start. */
+#define BLOCK_MAX_INSNS 12
+/* Instructions from a function's entry to its probe site. */
+#define ENTRY_MAX_INSNS 16
+
+struct branch {
+	uint64_t from, to;
+	bool conditional;
+};
+
+/* The whole text, disassembled once. */
+struct text_index {
+	uint64_t *insns; /* instruction addresses, ascending */
+	size_t ninsns, cap_insns;
+	struct branch *branches; /* direct jumps, sorted by target */
+	size_t nbranches, cap_branches;
+	uint64_t *calls; /* calls of (and tail jumps to) the re-stamping function */
+	size_t ncalls, cap_calls;
+};
+
+static int push(void **array, size_t *n, size_t *cap, const void *item, size_t size)
+{
+	if (*n == *cap) {
+		size_t grown_cap = *cap ? *cap * 2 : 4096;
+		void *grown = realloc(*array, grown_cap * size);
+
+		if (!grown)
+			return -ENOMEM;
+		*array = grown;
+		*cap = grown_cap;
+	}
+	memcpy((char *)*array + *n * size, item, size);
+	(*n)++;
+	return 0;
+}
+
+static int add_site(struct newref_set *s, const struct newref_site *site)
+{
+	for (int i = 0; i < s->count; i++)
+		if (s->sites[i].vaddr == site->vaddr)
+			return 0;
+	if (s->count == s->cap) {
+		int cap = s->cap ? s->cap * 2 : 64;
+		struct newref_site *grown = realloc(s->sites, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		s->sites = grown;
+		s->cap = cap;
+	}
+	s->sites[s->count++] = *site;
+	return 0;
+}
+
+void newref_free(struct newref_set *s)
+{
+	free(s->sites);
+	memset(s, 0, sizeof(*s));
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_branch(const void *a, const void *b)
+{
+	const struct branch *x = a, *y = b;
+
+	return x->to < y->to ? -1 : x->to > y->to;
+}
+
+/* One pass over every executable section: instruction boundaries, direct
+ * jumps, and the calls of the re-stamping function `target` (directly or
+ * through its PLT stub, found by the stub's jump through `got`). */
+static int index_text(struct x86_code *code, uint64_t target, uint64_t got, struct text_index *ix)
+{
+	cs_insn *insn = cs_malloc(code->cs);
+	uint64_t stub = 0, prev_endbr = 0;
+	int err = 0;
+
+	if (!insn)
+		return -ENOMEM;
+	for (int v = 0; v < code->nviews && !err; v++) {
+		const uint8_t *p = code->views[v].data;
+		size_t left = code->views[v].size;
+		uint64_t addr = code->views[v].vaddr;
+
+		while (left > 0 && !err) {
+			uint64_t to, slot;
+
+			if (!cs_disasm_iter(code->cs, &p, &left, &addr, insn)) {
+				p++, left--, addr++;
+				continue;
+			}
+			err = push((void **)&ix->insns, &ix->ninsns, &ix->cap_insns, &insn->address, sizeof(uint64_t));
+			if (insn->id == X86_INS_ENDBR64) {
+				prev_endbr = insn->address;
+				continue;
+			}
+			if (got && insn->id == X86_INS_JMP && x86_rip_target(insn, &slot) && slot == got)
+				stub = prev_endbr == insn->address - 4 ? prev_endbr : insn->address;
+			prev_endbr = 0;
+			if (!x86_branch_target(insn, &to))
+				continue;
+			if ((insn->id == X86_INS_CALL || insn->id == X86_INS_JMP) && (to == target || (stub && to == stub))) {
+				err = push((void **)&ix->calls, &ix->ncalls, &ix->cap_calls, &insn->address, sizeof(uint64_t));
+				continue;
+			}
+			if (insn->id == X86_INS_JMP || x86_is_jcc(insn)) {
+				struct branch b = { insn->address, to, insn->id != X86_INS_JMP };
+
+				err = push((void **)&ix->branches, &ix->nbranches, &ix->cap_branches, &b, sizeof(b));
+			}
+		}
+	}
+	cs_free(insn, 1);
+	if (err)
+		return err;
+	qsort(ix->insns, ix->ninsns, sizeof(uint64_t), cmp_u64);
+	qsort(ix->branches, ix->nbranches, sizeof(struct branch), cmp_branch);
+	return 0;
+}
+
+static size_t insn_index(const struct text_index *ix, uint64_t addr)
+{
+	size_t lo = 0, hi = ix->ninsns;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ix->insns[mid] < addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static size_t first_branch_to(const struct text_index *ix, uint64_t to)
+{
+	size_t lo = 0, hi = ix->nbranches;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ix->branches[mid].to < to)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* From `start` (the state of the guard, whose successor it is) along
+ * straight-line code and unconditional jumps to the call at `call`:
+ * where %rdi, the object, was at the guard. */
+static bool object_at_guard(struct x86_code *code, uint64_t start, uint64_t call, struct tm_operand *op, cs_insn *insn)
+{
+	struct regtrack t;
+	uint64_t addr = start, to;
+	int jumps = 0;
+
+	regtrack_init(&t);
+	for (int i = 0; i < PATH_MAX_INSNS && x86_decode(code, addr, insn); i++) {
+		if (insn->address == call)
+			return prov_operand(&t.r[TM_REG_DI], op) && op->type != TM_OPERAND_CONST &&
+			       !(op->type == TM_OPERAND_REG && op->reg == TM_REG_SP);
+		addr = insn->address + insn->size;
+		if (insn->id == X86_INS_JMP && x86_branch_target(insn, &to) && jumps++ < PATH_MAX_JUMPS) {
+			addr = to;
+			continue;
+		}
+		if (x86_is_branch(insn) || !regtrack_step(code->cs, insn, &t))
+			return false;
+	}
+	return false;
+}
+
+static bool is_block_end(struct x86_code *code, uint64_t addr, cs_insn *insn)
+{
+	return !x86_decode(code, addr, insn) || x86_is_branch(insn);
+}
+
+/* The conditional branches whose one successor runs straight (through
+ * unconditional jumps) into `to`: the guards of a re-stamping call. Depth
+ * counts jumps walked back. */
+static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_t to, uint64_t call, int depth,
+		     struct newref_set *out, bool *found, cs_insn *insn)
+{
+	size_t at = insn_index(ix, to);
+	int err = 0;
+
+	if (at >= ix->ninsns || ix->insns[at] != to)
+		return 0;
+	/* every instruction from which `to` is reached by falling through */
+	for (size_t k = 0; k <= BLOCK_MAX_INSNS && k <= at && !err; k++) {
+		uint64_t a = ix->insns[at - k];
+
+		if (k > 0 && is_block_end(code, a, insn))
+			break;
+		for (size_t b = first_branch_to(ix, a); b < ix->nbranches && ix->branches[b].to == a && !err; b++) {
+			const struct branch *br = &ix->branches[b];
+			struct newref_site s = { .vaddr = br->from };
+
+			if (!br->conditional) {
+				if (depth < PATH_MAX_JUMPS)
+					err = guards_of(code, ix, br->from, call, depth + 1, out, found, insn);
+				continue;
+			}
+			if (!object_at_guard(code, a, call, &s.op, insn))
+				continue;
+			snprintf(s.what, sizeof(s.what), "object creation (guard of the re-stamp at 0x%lx)",
+				 (unsigned long)call);
+			err = add_site(out, &s);
+			*found = true;
+		}
+		/* falling into the block from a conditional branch right before it */
+		if (at - k > 0 && x86_decode(code, ix->insns[at - k - 1], insn) && x86_is_jcc(insn) &&
+		    insn->address + insn->size == a) {
+			struct newref_site s = { .vaddr = insn->address };
+
+			if (object_at_guard(code, a, call, &s.op, insn)) {
+				snprintf(s.what, sizeof(s.what), "object creation (guard of the re-stamp at 0x%lx)",
+					 (unsigned long)call);
+				err = add_site(out, &s);
+				*found = true;
+			}
+		}
+	}
+	return err;
+}
+
+/* 3.8-3.12: _PyTraceMalloc_NewReference, by name, or as the function
+ * _Py_NewReference calls (a stripped binary). */
+static uint64_t restamp_function(struct x86_code *code, struct elf_file *ef)
+{
+	uint64_t addr, to;
+	cs_insn *insn;
+
+	if (elf_find_symbol(ef, "_PyTraceMalloc_NewReference", &addr, NULL) == 0)
+		return addr;
+	if (elf_find_symbol(ef, "_Py_NewReference", &addr, NULL))
+		return 0;
+	/* the first call on any path of _Py_NewReference (a few branches deep) */
+	uint64_t pending[8];
+	int npending = 0;
+
+	insn = cs_malloc(code->cs);
+	for (int i = 0; insn && i < 64 && x86_decode(code, addr, insn); i++) {
+		addr = insn->address + insn->size;
+		if (insn->id == X86_INS_CALL && x86_branch_target(insn, &to)) {
+			cs_free(insn, 1);
+			return to;
+		}
+		if (x86_is_jcc(insn) && x86_branch_target(insn, &to) && npending < 8)
+			pending[npending++] = to;
+		else if (insn->id == X86_INS_JMP && x86_branch_target(insn, &to))
+			addr = to;
+		else if (x86_is_branch(insn)) {
+			if (!npending)
+				break;
+			addr = pending[--npending];
+		}
+	}
+	if (insn)
+		cs_free(insn, 1);
+	return 0;
+}
+
+/* 3.13 reports creations to a reference tracer (tracemalloc's, when it
+ * traces) from three functions, never inlined elsewhere: probe them at
+ * the first emulated instruction where the object is still in %rdi. */
+static int entry_sites(struct x86_code *code, struct elf_file *ef, struct newref_set *out)
+{
+	static const char *const names[] = { "_Py_NewReference", "_Py_NewReferenceNoTotal",
+					     "_Py_ResurrectReference" };
+	cs_insn *insn = cs_malloc(code->cs);
+	int err = 0;
+
+	if (!insn)
+		return -ENOMEM;
+	for (size_t n = 0; n < sizeof(names) / sizeof(names[0]) && !err; n++) {
+		struct newref_site s = { 0 };
+		struct regtrack t;
+		uint64_t addr;
+		bool placed = false;
+
+		if (elf_find_symbol(ef, names[n], &addr, NULL))
+			continue;
+		regtrack_init(&t);
+		for (int i = 0; i < ENTRY_MAX_INSNS && x86_decode(code, addr, insn); i++) {
+			if (!regtrack_find(&t, TM_REG_DI, &s.op))
+				break;
+			if (x86_uprobe_emulated(insn)) {
+				s.vaddr = insn->address;
+				placed = true;
+				break;
+			}
+			if (x86_is_branch(insn) || !regtrack_step(code->cs, insn, &t))
+				break;
+			addr = insn->address + insn->size;
+		}
+		if (!placed) {
+			out->missed++;
+			continue;
+		}
+		snprintf(s.what, sizeof(s.what), "%s+0x%lx", names[n], (unsigned long)(s.vaddr - addr));
+		err = add_site(out, &s);
+	}
+	cs_free(insn, 1);
+	return err;
+}
+
+int newref_find(struct x86_code *code, struct elf_file *ef, struct newref_set *out)
+{
+	struct text_index ix = { 0 };
+	uint64_t target, got = 0, addr;
+	cs_insn *insn;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	/* the reference-tracer API is 3.13's */
+	if (elf_find_symbol(ef, "PyRefTracer_SetTracer", &addr, NULL) == 0)
+		return entry_sites(code, ef, out);
+	target = restamp_function(code, ef);
+	elf_got_slot(ef, "_PyTraceMalloc_NewReference", &got);
+	if (!target && !got) {
+		snprintf(out->why, sizeof(out->why), "_PyTraceMalloc_NewReference not found");
+		return 0;
+	}
+	insn = cs_malloc(code->cs);
+	err = insn ? index_text(code, target, got, &ix) : -ENOMEM;
+	for (size_t i = 0; i < ix.ncalls && !err; i++) {
+		bool found = false;
+
+		err = guards_of(code, &ix, ix.calls[i], ix.calls[i], 0, out, &found, insn);
+		if (!found)
+			out->missed++;
+	}
+	if (insn)
+		cs_free(insn, 1);
+	free(ix.insns);
+	free(ix.branches);
+	free(ix.calls);
+	return err;
+}
