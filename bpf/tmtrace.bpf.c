@@ -112,7 +112,6 @@ struct tm_pending {
 struct tm_thread {
 	__u32 depth;
 	__u32 pad;
-	__u64 last_block; /* the block this thread recorded last */
 	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
 };
@@ -581,13 +580,12 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	stats_add(blk.traceback_id, size, 1);
 	update_peak(__sync_add_and_fetch(&totals.current, (__s64)size));
 	__sync_fetch_and_add(&totals.allocs, 1);
-	t->last_block = ptr;
 }
 
 /* _PyTraceMalloc_NewReference(): the object's memory, if traced, takes the
- * current traceback. A block this thread has just recorded already has it
- * (nothing runs between an allocation and its object's first reference),
- * so only objects reused from free lists cost a traceback. */
+ * current traceback. (Skipping the block this thread recorded last would
+ * be wrong: `a = {}; del a; b = {}` reuses that very block from the free
+ * list on another line with no allocation in between.) */
 static __always_inline void restamp(struct tm_thread *t, __u64 op)
 {
 	__u64 type = 0, flags = 0, ptr = op;
@@ -601,8 +599,6 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 		ptr -= cfg.py.gc_header_size;
 	if (flags & cfg.py.preheader_flags)
 		ptr -= cfg.py.preheader_size;
-	if (ptr == t->last_block)
-		return;
 	b = bpf_map_lookup_elem(&live, &ptr);
 	if (!b)
 		return;
@@ -614,7 +610,6 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 	stats_add(b->traceback_id, -(__s64)b->size, -1);
 	stats_add(id, (__s64)b->size, 1);
 	b->traceback_id = id;
-	t->last_block = ptr;
 }
 
 /* PyTraceMalloc_Track(): tracemalloc_add_trace() in that domain. */
