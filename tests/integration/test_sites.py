@@ -92,21 +92,28 @@ def reg_of(text):
     return ALIASES.get(text.lstrip("%"))
 
 
-def slow_path_operands(insns, order, start, guard_reg):
+def slow_path_operands(insns, order, start, guard_reg=None, direct_target=None):
     """Independently: where %rsi and %rdx at the pointer call came from, in
-    terms of registers at the guard. None when this simple model cannot tell."""
+    terms of registers at the guard (with direct_target: where %rdi was at a
+    direct call or jump to that address). None when this simple model cannot
+    tell."""
     prov = {r: ("reg", r) for r in GPR64}
-    addr, jumps = start, 0
+    addr, jumps, sp_moved = start, 0, False
     for _ in range(24):
         if addr not in insns:
             return None
         mnem, ops = insns[addr]
         nxt = order[bisect.bisect_right(order, addr)]
-        m = re.fullmatch(r"(call|jmp)q? +\*%(\w+)", mnem + " " + ops) if mnem.startswith(("call", "jmp")) else None
-        if m:
-            if prov.get(reg_of(m.group(2))) != ("reg", guard_reg):
-                return None
-            return prov["rsi"], prov["rdx"]
+        if direct_target is not None:
+            if mnem.startswith(("call", "jmp")) and re.match(r"[0-9a-f]+", ops) and \
+                    int(ops.split()[0], 16) == direct_target:
+                return prov["rdi"]
+        else:
+            m = re.fullmatch(r"(call|jmp)q? +\*%(\w+)", mnem + " " + ops) if mnem.startswith(("call", "jmp")) else None
+            if m:
+                if prov.get(reg_of(m.group(2))) != ("reg", guard_reg):
+                    return None
+                return prov["rsi"], prov["rdx"]
         if mnem.startswith("jmp") and re.fullmatch(r"[0-9a-f]+ <.*>|[0-9a-f]+", ops) and jumps < 4:
             addr, jumps = int(ops.split()[0], 16), jumps + 1
             continue
@@ -125,10 +132,16 @@ def slow_path_operands(insns, order, start, guard_reg):
                 prov[dst] = p if mnem == "movq" else (("reg32", p[1]) if p[0] == "reg" else
                                                       p if p[0] == "const" else ("?",))
             else:
-                prov[dst] = ("?",)
+                m = re.fullmatch(r"(-?0x[0-9a-f]+)?\(%(\w+)\)", src)
+                base = prov.get(reg_of(m.group(2))) if m else None
+                if mnem == "movq" and base and base[0] == "reg" and not sp_moved:
+                    prov[dst] = ("mem", base[1], int(m.group(1) or "0", 16))
+                else:
+                    prov[dst] = ("?",)
         elif mnem in ("xorl", "xorq") and len(parts) == 2 and parts[0] == parts[1]:
             prov[reg_of(parts[1])] = ("const", 0)
         elif mnem.startswith("push") or mnem.startswith("pop"):
+            sp_moved = True
             if mnem.startswith("pop") and reg_of(parts[0]):
                 prov[reg_of(parts[0])] = ("?",)
         elif parts and parts[-1].startswith("%") and reg_of(parts[-1]):
@@ -142,10 +155,52 @@ def expected_text(p):
         return "reg:" + p[1]
     if p[0] == "reg32":
         return "reg32:" + p[1]
+    if p[0] == "mem":
+        return "mem:%s%+d" % (p[1], p[2])
     if p[0] == "const":
         v = p[1] - (1 << 64) if p[1] >= 1 << 63 else p[1]
         return "const:%d" % v
     return None
+
+
+def restamp_function(insns, order, binary):
+    """The function Debian's _Py_NewReference calls (tracemalloc's re-stamp),
+    read off objdump: the first direct call after _Py_NewReference's entry."""
+    out = subprocess.run(["nm", "-D", binary], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^([0-9a-f]+) T _Py_NewReference$", out, re.M)
+    if not m:
+        return None
+    i = bisect.bisect_left(order, int(m.group(1), 16))
+    for addr in order[i:i + 16]:
+        mnem, ops = insns[addr]
+        if mnem.startswith("call") and re.match(r"[0-9a-f]+ ", ops + " "):
+            return int(ops.split()[0], 16)
+    return None
+
+
+def check_newref_sites(rows, insns, order, binary, problems):
+    """Each object-creation site is a conditional branch one of whose
+    successors runs straight (through jumps) into the re-stamp call, with
+    the object in the register tmtrace names. Returns how many agree."""
+    nr = restamp_function(insns, order, binary)
+    agreed = 0
+    for r in rows:
+        if r["role"] != "newref":
+            continue
+        a = r["addr"]
+        mnem, ops = insns[a]
+        if not mnem.startswith("j") or mnem.startswith("jmp"):
+            problems.append("newref site %d at 0x%x is %s, not a conditional branch" % (r["site"], a, mnem))
+            continue
+        succ = [int(ops.split()[0], 16), order[bisect.bisect_right(order, a)]]
+        found = [expected_text(p) for p in (slow_path_operands(insns, order, s, direct_target=nr) for s in succ)
+                 if p is not None]
+        if r["a"] not in found:
+            problems.append("newref site %d at 0x%x: objdump gives the object in %r, tmtrace says %s"
+                            % (r["site"], a, found, r["a"]))
+            continue
+        agreed += 1
+    return agreed
 
 
 def test_every_site_against_objdump_and_readelf():
@@ -205,9 +260,11 @@ def test_every_site_against_objdump_and_readelf():
             if ce is None or cr is None or ce - cr != r["sp_delta"]:
                 problems.append("return site %d at 0x%x: CFA offsets %r (entry) and %r, tmtrace sp_delta %d"
                                 % (r["site"], a, ce, cr, r["sp_delta"]))
+    newrefs = check_newref_sites(rows, insns, order, binary, problems)
+    check(newrefs > 200, "only %d object-creation sites agree with objdump" % newrefs)
     check(guards > 400, "only %d guard sites" % guards)
     check(operands_checked > 0.8 * guards, "only %d operands independently checked for %d guard sites"
           % (operands_checked, guards))
     check(not problems, "%d disagreements:\n  %s" % (len(problems), "\n  ".join(problems[:30])))
-    print("     %d sites, %d guards, %d operands checked against objdump, CFA against readelf"
-          % (len(rows), guards, operands_checked))
+    print("     %d sites, %d guards, %d operands, %d object-creation sites checked against objdump, "
+          "CFA against readelf" % (len(rows), guards, operands_checked, newrefs))
