@@ -111,7 +111,7 @@ struct tm_pending {
 
 struct tm_thread {
 	__u32 depth;
-	__u32 pad;
+	__u32 gil_held; /* the event being handled holds the GIL for sure */
 	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
 };
@@ -210,10 +210,22 @@ struct thread_walk {
 	__u64 interp;
 	__u64 tstate;
 	__u64 found;
+	__u64 first; /* the first of this thread's thread states, if none is active */
 };
 
+/* 3.12+: is this thread state the one its thread runs under now? */
+static __always_inline bool tstate_active(__u64 tstate)
+{
+	__u32 status = 0;
+
+	return !bpf_probe_read_user(&status, sizeof(status), (void *)(tstate + cfg.py.tstate_status)) &&
+	       ((status >> (cfg.py.tstate_active_bit & 31)) & 1);
+}
+
 /* One step over all interpreters' thread lists: pthread_self(), which
- * CPython stores as tstate->thread_id, is the thread's fs base on x86_64. */
+ * CPython stores as tstate->thread_id, is the thread's fs base on x86_64.
+ * A thread may have a thread state in several interpreters; from 3.12 the
+ * active one is taken, else the first. */
 static long thread_walk_step(__u64 index, struct thread_walk *w)
 {
 	__u64 value = 0;
@@ -234,8 +246,12 @@ static long thread_walk_step(__u64 index, struct thread_walk *w)
 	if (!bpf_probe_read_user(&value, sizeof(value),
 				 (void *)(w->tstate + cfg.py.tstate_thread_id)) &&
 	    value == w->fsbase) {
-		w->found = w->tstate;
-		return 1;
+		if (cfg.py.tstate_status == ~0u || tstate_active(w->tstate)) {
+			w->found = w->tstate;
+			return 1;
+		}
+		if (!w->first)
+			w->first = w->tstate;
 	}
 	if (bpf_probe_read_user(&w->tstate, sizeof(w->tstate),
 				(void *)(w->tstate + cfg.py.tstate_next)))
@@ -243,17 +259,63 @@ static long thread_walk_step(__u64 index, struct thread_walk *w)
 	return 0;
 }
 
-static __always_inline __u64 current_tstate(struct tm_thread *t)
+static __always_inline bool is_thread_of(__u64 tstate, __u64 fsbase)
+{
+	__u64 value = 0;
+
+	return tstate && !bpf_probe_read_user(&value, sizeof(value), (void *)(tstate + cfg.py.tstate_thread_id)) &&
+	       value == fsbase;
+}
+
+/* _Py_tss_tstate for the current thread (cfg is read field by field: a
+ * pointer that drops its volatile lets the compiler fold in the zeros of
+ * its initializer). */
+static __always_inline __u64 tss_tstate(__u64 fsbase)
+{
+	__u64 addr = 0, dtv = 0, block = 0, value = 0;
+
+	if (cfg.py.tss_tstate.mode == TM_TLS_FS_OFFSET) {
+		addr = fsbase + cfg.py.tss_tstate.offset;
+	} else if (cfg.py.tss_tstate.mode == TM_TLS_DTV) {
+		/* tcbhead_t.dtv; dtv_t entries are 16 bytes, pointer first */
+		if (bpf_probe_read_user(&dtv, sizeof(dtv), (void *)(fsbase + 8)) ||
+		    bpf_probe_read_user(&block, sizeof(block), (void *)(dtv + cfg.py.tss_tstate.module * 16)) ||
+		    !block || block == ~0ULL)
+			return 0;
+		addr = block + cfg.py.tss_tstate.offset;
+	} else {
+		return 0;
+	}
+	if (bpf_probe_read_user(&value, sizeof(value), (void *)addr))
+		return 0;
+	return value;
+}
+
+/* The thread state the calling thread runs under. A thread can have one in
+ * several interpreters; the current one is _Py_tss_tstate (3.12+) or,
+ * up to 3.11, the GIL holder's: certainly ours when the caller holds the
+ * GIL (pymalloc, object creation), else only if it names our thread (a
+ * sub-interpreter's head state, run by another thread, does not). Without
+ * either, the thread's first state in the interpreters' lists. */
+static __always_inline __u64 current_tstate(struct tm_thread *t, bool gil_held)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct thread_walk w = {};
-	__u64 value = 0;
+	__u64 current = 0;
 
 	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
-	if (t->tstate && t->tstate_fsbase == w.fsbase &&
-	    !bpf_probe_read_user(&value, sizeof(value),
-				 (void *)(t->tstate + cfg.py.tstate_thread_id)) &&
-	    value == w.fsbase)
+	if (cfg.py.tss_tstate.mode != TM_TLS_NONE) {
+		current = tss_tstate(w.fsbase);
+		if (current)
+			return current;
+	} else if (cfg.py.runtime_tstate_current != ~0u &&
+		   !bpf_probe_read_user(&current, sizeof(current),
+					(void *)(cfg.py.runtime_addr + cfg.py.runtime_tstate_current)) &&
+		   current && (gil_held || is_thread_of(current, w.fsbase))) {
+		return current;
+	}
+	if (t->tstate_fsbase == w.fsbase && is_thread_of(t->tstate, w.fsbase) &&
+	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE || tstate_active(t->tstate)))
 		return t->tstate;
 
 	if (bpf_probe_read_user(&w.interp, sizeof(w.interp),
@@ -264,6 +326,8 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 				(void *)(w.interp + cfg.py.interp_threads_head)))
 		return 0;
 	bpf_loop(TM_MAX_THREAD_WALK, thread_walk_step, &w, 0);
+	if (!w.found)
+		w.found = w.first; /* none active (3.12+: the GIL released): the first */
 	if (w.found) {
 		t->tstate = w.found;
 		t->tstate_fsbase = w.fsbase;
@@ -462,7 +526,7 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	__u64 tstate, cframe;
 	if (!s)
 		return 0;
-	tstate = current_tstate(t);
+	tstate = current_tstate(t, t->gil_held);
 	if (tstate) {
 		if (bpf_probe_read_user(&w.frame, sizeof(w.frame),
 					(void *)(tstate + cfg.py.tstate_frame)))
@@ -922,6 +986,7 @@ static __always_inline int on_result(struct pt_regs *ctx, const struct tm_site *
 	entry_site = bpf_map_lookup_elem(&sites, &entry_id);
 	if (!entry_site || !ok)
 		return 0;
+	t->gil_held = entry_site->family == TM_FAMILY_PYMALLOC && !(entry_site->flags & TM_SITE_HOOK);
 	if (entry_site->role == TM_ROLE_NEWPOOL) {
 		/* completes the PREDICT below it that found its pool empty */
 		__u32 below = t->depth - 1;
@@ -986,6 +1051,10 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
 		return 0;
+	/* pymalloc and object creation run under the GIL; raw calls, hooks
+	 * (tracemalloc's raw ones take the GIL themselves) and Track may not */
+	t->gil_held = (site->family == TM_FAMILY_PYMALLOC && !(site->flags & TM_SITE_HOOK)) ||
+		      site->role == TM_ROLE_NEWREF;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);
 	if (site->flags & TM_SITE_HOOK) {

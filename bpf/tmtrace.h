@@ -263,6 +263,18 @@ static inline __u32 tm_code_fingerprint(__u64 filename, __u64 name, __u64 lineta
 	return (__u32)(f ^ (f >> 32));
 }
 
+/* A thread-local variable of the target, for the thread a probe runs on. */
+#define TM_TLS_NONE 0
+#define TM_TLS_FS_OFFSET 1 /* at fs base + offset (static TLS) */
+#define TM_TLS_DTV 2       /* at dtv[module].pointer + offset, dtv at fs base + 8 */
+
+struct tm_tls_var {
+	__u32 mode;   /* TM_TLS_* */
+	__u32 pad;
+	__s64 offset;
+	__u64 module; /* TM_TLS_DTV: the module id */
+};
+
 /* Structure offsets the BPF walker needs: filled from src/pyoffsets.h. */
 struct tm_py_layout {
 	__u32 frame_model;
@@ -274,6 +286,13 @@ struct tm_py_layout {
 	__u32 tstate_thread_id;
 	__u32 tstate_frame;
 	__u32 cframe_current_frame;
+	/* a thread with several thread states (sub-interpreters) runs under:
+	 * the GIL holder's, _PyRuntime + runtime_tstate_current (3.8-3.11), or
+	 * the one whose _status word has tstate_active_bit (3.12+); ~0u: none */
+	__u32 runtime_tstate_current;
+	__u32 tstate_status;
+	__u32 tstate_active_bit;
+	struct tm_tls_var tss_tstate; /* 3.12+: _Py_tss_tstate, the thread's current state */
 	/* frame window: read TM_FRAME_WINDOW bytes at frame + frame_window_start */
 	__u32 frame_window_start, frame_window_len;
 	__u32 frame_back, frame_code, frame_lasti, frame_owner; /* relative to the window */

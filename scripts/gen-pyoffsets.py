@@ -91,7 +91,8 @@ def E(first, last, const):
 
 
 def B(first, last, ctype, member, what):
-    """Bitfield `member` of `ctype`.state: what = 'shift' | 'bits'."""
+    """Bitfield `member` of `ctype`.state, or of `ctype`.X for a member
+    written "X.member": what = 'shift' | 'bits'."""
     return ("bit", first, last, ctype, member, what)
 
 
@@ -103,6 +104,12 @@ SPEC = {
     "interp_threads_head": [M(*R_OLD, "PyInterpreterState", "tstate_head", 8),
                             M(*R_NEW, "PyInterpreterState", "threads.head", 8)],
     "tstate_next": [M(*R_ALL, "PyThreadState", "next", 8)],
+    # The thread state a thread runs under now, when it has several (a
+    # sub-interpreter's and the main one's): the GIL holder's up to 3.11,
+    # the one marked active from 3.12 (per-interpreter GILs).
+    "runtime_tstate_current": [M((3, 8), (3, 11), "_PyRuntimeState", "gilstate.tstate_current", 8)],
+    "tstate_status": [M((3, 12), (3, 13), "PyThreadState", "_status", 4)],
+    "tstate_active_bit": [B((3, 12), (3, 13), "PyThreadState", "_status.active", "shift")],
     "tstate_interp": [M(*R_ALL, "PyThreadState", "interp", 8)],
     "tstate_thread_id": [M(*R_ALL, "PyThreadState", "thread_id", 8)],
     "tstate_native_thread_id": [M(*R_NEW, "PyThreadState", "native_thread_id", 8)],
@@ -158,7 +165,10 @@ SPEC = {
 OPTIONAL = set()
 
 # Single-bit flags must be 1 bit wide: checked as well.
-ONE_BIT = {"compact", "ascii", "ready"}
+ONE_BIT = {"compact", "ascii", "ready", "_status.active"}
+
+# The struct py_offsets field holding each bitfield container's offset.
+BIT_CONTAINERS = {("PyASCIIObject", "state"): "unicode_state", ("PyThreadState", "_status"): "tstate_status"}
 
 
 def die(msg):
@@ -230,11 +240,11 @@ def c_program(v):
         "",
         "/* Set one bitfield of a zeroed object to all ones and see which bits of",
         " * the 32-bit state word changed. */",
-        "#define BIT(name, type, member) do { \\",
+        "#define BIT(name, type, container, member) do { \\",
         "\ttype o; uint32_t w; \\",
         "\tmemset(&o, 0, sizeof o); \\",
-        "\to.state.member = (unsigned)-1; \\",
-        "\tmemcpy(&w, (char *)&o + offsetof(type, state), sizeof w); \\",
+        "\to.container.member = (unsigned)-1; \\",
+        "\tmemcpy(&w, (char *)&o + offsetof(type, container), sizeof w); \\",
         "\tprintf(\"bit %s %d %d %d\\n\", name, lowbit(w), nbits(w), contiguous(w)); \\",
         "} while (0)",
         "",
@@ -256,7 +266,8 @@ def c_program(v):
         elif kind == "enum":
             out.append("\tprintf(\"enum %s %%ld\\n\", (long)(%s));" % (field, r[3]))
         elif kind == "bit":
-            out.append("\tBIT(\"%s\", %s, %s);" % (field, r[3], r[4]))
+            container, member = r[4].split(".", 1) if "." in r[4] else ("state", r[4])
+            out.append("\tBIT(\"%s\", %s, %s, %s);" % (field, r[3], container, member))
     out += ["\treturn 0;", "}", ""]
     return "\n".join(out)
 
@@ -325,8 +336,8 @@ def describe(field, v):
         return "sizeof(%s)" % r[3]
     if r[0] == "enum":
         return r[3]
-    return "%s of %s.state.%s" % ("width" if r[5] == "bits" else "bit position",
-                                  r[3], r[4])
+    return "%s of %s.%s" % ("width" if r[5] == "bits" else "bit position", r[3],
+                           r[4] if "." in r[4] else "state." + r[4])
 
 
 def render_debug_checks(layout, vals):
@@ -449,18 +460,20 @@ def dwarf_check(v, prefix, vals):
         names.append(field)
         exprs.append("echo @@%s\\n" % field)
         exprs.append(e)
-    exprs.append("echo @@ptype\\n")
-    exprs.append("ptype /o PyASCIIObject")
+    bit_types = sorted({r[3] for r in (rule_for(f, v) for f in SPEC) if r and r[0] == "bit"})
+    for t in bit_types:
+        exprs.append("echo @@ptype %s\\n" % t)
+        exprs.append("ptype /o %s" % t)
     out = gdb_eval(lib, exprs)
     got = {}
     cur = None
-    ptype = []
+    ptype = {}
     for line in out.splitlines():
         if line.startswith("@@"):
             cur = line[2:]
             continue
-        if cur == "ptype":
-            ptype.append(line)
+        if cur and cur.startswith("ptype "):
+            ptype.setdefault(cur[6:], []).append(line)
         elif cur is not None:
             m = re.match(r"\$\d+ = (-?\d+)$", line.strip())
             if m:
@@ -469,20 +482,22 @@ def dwarf_check(v, prefix, vals):
                 got.setdefault(cur, line.strip())
     # bitfields from ptype /o: "/*     32: 2   |       4 */        unsigned int kind : 3;"
     bits = {}
-    for line in ptype:
-        m = re.match(r"/\*\s+(\d+):\s*(\d+)\s*\|\s*\d+\s*\*/\s+.*?(\w+)\s*:\s*(\d+);", line)
-        if m:
-            bits[m.group(3)] = (int(m.group(1)), int(m.group(2)), int(m.group(4)))
+    for t, lines in ptype.items():
+        for line in lines:
+            m = re.match(r"/\*\s+(\d+):\s*(\d+)\s*\|\s*\d+\s*\*/\s+.*?(\w+)\s*:\s*(\d+);", line)
+            if m:
+                bits[(t, m.group(3))] = (int(m.group(1)), int(m.group(2)), int(m.group(4)))
     for field in SPEC:
         r = rule_for(field, v)
         if r is None or r[0] != "bit":
             continue
-        b = bits.get(r[4])
+        container, member = r[4].split(".", 1) if "." in r[4] else ("state", r[4])
+        b = bits.get((r[3], member))
         if b is None:
             got[field] = "bitfield %s not in ptype output" % r[4]
             continue
         byte, bit, width = b
-        pos = (byte - vals["unicode_state"]) * 8 + bit
+        pos = (byte - vals[BIT_CONTAINERS[(r[3], container)]]) * 8 + bit
         got[field] = pos if r[5] == "shift" else width
     bad = 0
     for field in SPEC:

@@ -10,6 +10,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include "loader.h"
+#include "tlsvar.h"
 #include "tmtrace.skel.h"
 
 /* Blocks PyTraceMalloc_Track() may keep in domains other than 0, and code
@@ -116,6 +117,18 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	py->tstate_thread_id = o->tstate_thread_id;
 	py->tstate_frame = o->tstate_frame;
 	py->cframe_current_frame = o->cframe_current_frame;
+	py->runtime_tstate_current = o->runtime_tstate_current == PYOFF_NONE ? ~0u : o->runtime_tstate_current;
+	py->tstate_status = o->tstate_status == PYOFF_NONE ? ~0u : o->tstate_status;
+	py->tstate_active_bit = o->tstate_active_bit;
+	if (t->minor >= 12) {
+		struct x86_code code;
+
+		/* optional: without it, the active bit picks among a thread's states */
+		if (x86_code_open(&code, t->elf) == 0) {
+			tlsvar_find(&code, t->elf, t->pid, t->bias, "PyThreadState_Get", &py->tss_tstate);
+			x86_code_close(&code);
+		}
+	}
 
 	window_of(fo, 6, fw, &py->frame_window_start, &py->frame_window_len);
 	window_of(co, 6, cw, &py->code_window_start, &py->code_window_len);

@@ -30,6 +30,9 @@ struct py_offsets {
 	uint32_t tstate_thread_id;        /* unsigned long, pthread_self() */
 	uint32_t tstate_native_thread_id; /* 3.11+ */
 	uint32_t tstate_frame;            /* frame (3.8-3.10), cframe (3.11-3.12), current_frame (3.13) */
+	/* which of a thread's thread states it runs under now (sub-interpreters) */
+	uint32_t runtime_tstate_current;  /* _PyRuntime.gilstate.tstate_current (3.8-3.11) */
+	uint32_t tstate_status;           /* the 32-bit _status bitfield word (3.12+) */
 	/* _PyCFrame (3.11-3.12) */
 	uint32_t cframe_current_frame;
 	/* PyFrameObject (3.8-3.10) or _PyInterpreterFrame (3.11+) */
@@ -67,6 +70,7 @@ struct py_offsets {
 	uint8_t state_kind_shift, state_kind_bits;
 	uint8_t state_compact_bit, state_ascii_bit;
 	uint8_t state_ready_bit; /* 0xff where strings are always ready (3.12+) */
+	uint8_t tstate_active_bit; /* _status.active (3.12+) */
 };
 
 /* The table for every supported minor version, or NULL. */

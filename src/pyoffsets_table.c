@@ -23,6 +23,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 176,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = PYOFF_NONE,   /* not in 3.8 */
 		.tstate_frame = 24,                      /* PyThreadState.frame */
+		.runtime_tstate_current = 1368,          /* _PyRuntimeState.gilstate.tstate_current */
+		.tstate_status = PYOFF_NONE,             /* not in 3.8 */
 		.cframe_current_frame = PYOFF_NONE,      /* not in 3.8 */
 		.frame_back = 24,                        /* PyFrameObject.f_back */
 		.frame_code = 32,                        /* PyFrameObject.f_code */
@@ -54,6 +56,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 7,                    /* bit position of PyASCIIObject.state.ready */
+		.tstate_active_bit = 0xff,               /* not in 3.8 */
 	},
 	/* 3.9: generated from the headers of CPython 3.9.18 */
 	{
@@ -68,6 +71,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 176,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = PYOFF_NONE,   /* not in 3.9 */
 		.tstate_frame = 24,                      /* PyThreadState.frame */
+		.runtime_tstate_current = 568,           /* _PyRuntimeState.gilstate.tstate_current */
+		.tstate_status = PYOFF_NONE,             /* not in 3.9 */
 		.cframe_current_frame = PYOFF_NONE,      /* not in 3.9 */
 		.frame_back = 24,                        /* PyFrameObject.f_back */
 		.frame_code = 32,                        /* PyFrameObject.f_code */
@@ -99,6 +104,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 7,                    /* bit position of PyASCIIObject.state.ready */
+		.tstate_active_bit = 0xff,               /* not in 3.9 */
 	},
 	/* 3.10: generated from the headers of CPython 3.10.13 */
 	{
@@ -113,6 +119,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 176,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = PYOFF_NONE,   /* not in 3.10 */
 		.tstate_frame = 24,                      /* PyThreadState.frame */
+		.runtime_tstate_current = 568,           /* _PyRuntimeState.gilstate.tstate_current */
+		.tstate_status = PYOFF_NONE,             /* not in 3.10 */
 		.cframe_current_frame = PYOFF_NONE,      /* not in 3.10 */
 		.frame_back = 24,                        /* PyFrameObject.f_back */
 		.frame_code = 32,                        /* PyFrameObject.f_code */
@@ -144,6 +152,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 7,                    /* bit position of PyASCIIObject.state.ready */
+		.tstate_active_bit = 0xff,               /* not in 3.10 */
 	},
 	/* 3.11: generated from the headers of CPython 3.11.7 */
 	{
@@ -158,6 +167,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 152,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = 160,          /* PyThreadState.native_thread_id */
 		.tstate_frame = 56,                      /* PyThreadState.cframe */
+		.runtime_tstate_current = 576,           /* _PyRuntimeState.gilstate.tstate_current */
+		.tstate_status = PYOFF_NONE,             /* not in 3.11 */
 		.cframe_current_frame = 8,               /* _PyCFrame.current_frame */
 		.frame_back = 48,                        /* _PyInterpreterFrame.previous */
 		.frame_code = 32,                        /* _PyInterpreterFrame.f_code */
@@ -189,6 +200,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 7,                    /* bit position of PyASCIIObject.state.ready */
+		.tstate_active_bit = 0xff,               /* not in 3.11 */
 	},
 	/* 3.12: generated from the headers of CPython 3.12.1 */
 	{
@@ -203,6 +215,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 136,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = 144,          /* PyThreadState.native_thread_id */
 		.tstate_frame = 56,                      /* PyThreadState.cframe */
+		.runtime_tstate_current = PYOFF_NONE,    /* not in 3.12 */
+		.tstate_status = 24,                     /* PyThreadState._status */
 		.cframe_current_frame = 0,               /* _PyCFrame.current_frame */
 		.frame_back = 8,                         /* _PyInterpreterFrame.previous */
 		.frame_code = 0,                         /* _PyInterpreterFrame.f_code */
@@ -234,6 +248,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 0xff,                 /* not in 3.12 */
+		.tstate_active_bit = 4,                  /* bit position of PyThreadState._status.active */
 	},
 	/* 3.13: generated from the headers of CPython 3.13.0 */
 	{
@@ -248,6 +263,8 @@ static const struct py_offsets py_offsets_table[] = {
 		.tstate_thread_id = 152,                 /* PyThreadState.thread_id */
 		.tstate_native_thread_id = 160,          /* PyThreadState.native_thread_id */
 		.tstate_frame = 72,                      /* PyThreadState.current_frame */
+		.runtime_tstate_current = PYOFF_NONE,    /* not in 3.13 */
+		.tstate_status = 32,                     /* PyThreadState._status */
 		.cframe_current_frame = PYOFF_NONE,      /* not in 3.13 */
 		.frame_back = 8,                         /* _PyInterpreterFrame.previous */
 		.frame_code = 0,                         /* _PyInterpreterFrame.f_executable */
@@ -279,6 +296,7 @@ static const struct py_offsets py_offsets_table[] = {
 		.state_compact_bit = 5,                  /* bit position of PyASCIIObject.state.compact */
 		.state_ascii_bit = 6,                    /* bit position of PyASCIIObject.state.ascii */
 		.state_ready_bit = 0xff,                 /* not in 3.13 */
+		.tstate_active_bit = 4,                  /* bit position of PyThreadState._status.active */
 	},
 };
 
