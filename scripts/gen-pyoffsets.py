@@ -152,11 +152,8 @@ SPEC = {
     "state_ascii_bit": [B(*R_ALL, "PyASCIIObject", "ascii", "shift")],
     "state_ready_bit": [B((3, 8), (3, 11), "PyASCIIObject", "ready", "shift")],
 
-    # Proposed additions to struct py_offsets (see docs/cpython-frames.md): not
-    # in src/pyoffsets.h yet.  They go into the table as soon as the header
-    # declares them; --dump always shows them.
-    #   PyFrame_GetLineNumber() returns f_lineno when f_trace != NULL (3.8, 3.9)
-    #   or when f_lineno != 0 (3.10), so an exact walker needs both.
+    # PyFrame_GetLineNumber() returns f_lineno when f_trace != NULL (3.8, 3.9)
+    # or when f_lineno != 0 (3.10), so an exact walker needs both.
     "frame_trace": [M((3, 8), (3, 9), "PyFrameObject", "f_trace", 8)],
     "frame_lineno": [M(*R_OLD, "PyFrameObject", "f_lineno", 4)],
 }

@@ -42,8 +42,18 @@ EXCLUDE = (
     "test.test_json.test_recursion.TestPyRecursion.test_highly_nested_objects_",
     "test.test_json.test_recursion.TestCRecursion.test_highly_nested_objects_",
     "test.test_difflib.TestSFpatches.test_recursion_limit",
-    # seconds of compiling one namedtuple of thousands of fields
+    # loops that only churn allocations, leaving nothing alive: seconds
+    # under tracing each (one namedtuple of thousands of fields, every BMP
+    # character through json, Counter operations on all pairs of a set of
+    # Counters, a regex of 64 KiB of code, worst-case inputs for ReDoS)
     "test.test_collections.TestNamedTuple.test_odd_sizes",
+    "test.test_json.test_unicode.TestPyUnicode.test_unicode_decode",
+    "test.test_json.test_unicode.TestCUnicode.test_unicode_decode",
+    "test.test_collections.TestCounter.test_multiset_operations",
+    "test.test_collections.TestCounter.test_inplace_operations",
+    "test.test_re.ReTests.test_big_codesize",
+    "test.test_re.PatternReprTests.test_long_pattern",
+    "test.test_difflib.TestJunkAPIs.test_is_line_junk_REDOS",
 )
 
 keep = []
