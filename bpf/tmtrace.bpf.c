@@ -111,7 +111,7 @@ struct tm_pending {
 
 struct tm_thread {
 	__u32 depth;
-	__u32 gil_held; /* the event being handled holds the GIL for sure */
+	__u32 pad;
 	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
 };
@@ -208,9 +208,10 @@ static __always_inline __u64 load_u64(const __u8 *window, __u32 off)
 struct thread_walk {
 	__u64 fsbase;
 	__u64 interp;
+	__u64 main;  /* the main interpreter */
 	__u64 tstate;
 	__u64 found;
-	__u64 first; /* the first of this thread's thread states, if none is active */
+	__u64 first; /* the first of this thread's states met, if none is better */
 };
 
 /* 3.12+: is this thread state the one its thread runs under now? */
@@ -224,8 +225,9 @@ static __always_inline bool tstate_active(__u64 tstate)
 
 /* One step over all interpreters' thread lists: pthread_self(), which
  * CPython stores as tstate->thread_id, is the thread's fs base on x86_64.
- * A thread may have a thread state in several interpreters; from 3.12 the
- * active one is taken, else the first. */
+ * A thread may have a thread state in several interpreters: from 3.12 the
+ * active one is taken; up to 3.11 (PyGILState_GetThisThreadState(): the
+ * thread's first) the main interpreter's; else the first met. */
 static long thread_walk_step(__u64 index, struct thread_walk *w)
 {
 	__u64 value = 0;
@@ -246,7 +248,7 @@ static long thread_walk_step(__u64 index, struct thread_walk *w)
 	if (!bpf_probe_read_user(&value, sizeof(value),
 				 (void *)(w->tstate + cfg.py.tstate_thread_id)) &&
 	    value == w->fsbase) {
-		if (cfg.py.tstate_status == ~0u || tstate_active(w->tstate)) {
+		if (cfg.py.tstate_status == ~0u ? w->interp == w->main : tstate_active(w->tstate)) {
 			w->found = w->tstate;
 			return 1;
 		}
@@ -291,28 +293,21 @@ static __always_inline __u64 tss_tstate(__u64 fsbase)
 	return value;
 }
 
-/* The thread state the calling thread runs under. A thread can have one in
- * several interpreters; the current one is _Py_tss_tstate (3.12+) or,
- * up to 3.11, the GIL holder's: certainly ours when the caller holds the
- * GIL (pymalloc, object creation), else only if it names our thread (a
- * sub-interpreter's head state, run by another thread, does not). Without
- * either, the thread's first state in the interpreters' lists. */
-static __always_inline __u64 current_tstate(struct tm_thread *t, bool gil_held)
+/* The thread state tracemalloc would take the calling thread's frames
+ * from: the current one, _Py_tss_tstate, from 3.12; up to 3.11 the
+ * thread's PyGILState one, its first (the main interpreter's, when the
+ * thread calls into sub-interpreters). Cached per thread. */
+static __always_inline __u64 current_tstate(struct tm_thread *t)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct thread_walk w = {};
-	__u64 current = 0;
+	__u64 current;
 
 	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
 	if (cfg.py.tss_tstate.mode != TM_TLS_NONE) {
 		current = tss_tstate(w.fsbase);
 		if (current)
 			return current;
-	} else if (cfg.py.runtime_tstate_current != ~0u &&
-		   !bpf_probe_read_user(&current, sizeof(current),
-					(void *)(cfg.py.runtime_addr + cfg.py.runtime_tstate_current)) &&
-		   current && (gil_held || is_thread_of(current, w.fsbase))) {
-		return current;
 	}
 	if (t->tstate_fsbase == w.fsbase && is_thread_of(t->tstate, w.fsbase) &&
 	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE || tstate_active(t->tstate)))
@@ -320,14 +315,16 @@ static __always_inline __u64 current_tstate(struct tm_thread *t, bool gil_held)
 
 	if (bpf_probe_read_user(&w.interp, sizeof(w.interp),
 				(void *)(cfg.py.runtime_addr + cfg.py.runtime_interpreters_head)) ||
-	    !w.interp)
+	    !w.interp ||
+	    bpf_probe_read_user(&w.main, sizeof(w.main),
+				(void *)(cfg.py.runtime_addr + cfg.py.runtime_interpreters_main)))
 		return 0;
 	if (bpf_probe_read_user(&w.tstate, sizeof(w.tstate),
 				(void *)(w.interp + cfg.py.interp_threads_head)))
 		return 0;
 	bpf_loop(TM_MAX_THREAD_WALK, thread_walk_step, &w, 0);
 	if (!w.found)
-		w.found = w.first; /* none active (3.12+: the GIL released): the first */
+		w.found = w.first;
 	if (w.found) {
 		t->tstate = w.found;
 		t->tstate_fsbase = w.fsbase;
@@ -526,7 +523,7 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	__u64 tstate, cframe;
 	if (!s)
 		return 0;
-	tstate = current_tstate(t, t->gil_held);
+	tstate = current_tstate(t);
 	if (tstate) {
 		if (bpf_probe_read_user(&w.frame, sizeof(w.frame),
 					(void *)(tstate + cfg.py.tstate_frame)))
@@ -923,6 +920,16 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 		if (a)
 			code_died(a);
 		return 0;
+	case TM_ROLE_SET_ALLOCATOR: {
+		__u32 type = TM_EVENT_ALLOCATOR_SET;
+
+		/* from now on default calls check their slot, and count the
+		 * calls of a hook not probed yet */
+		if (!hooks_seen)
+			hooks_seen = 1;
+		bpf_ringbuf_output(&events, &type, sizeof(type), BPF_RB_FORCE_WAKEUP);
+		return 0;
+	}
 	case TM_ROLE_NEWREF:
 		if (armed && a && t->depth == 0)
 			restamp(t, a);
@@ -986,7 +993,6 @@ static __always_inline int on_result(struct pt_regs *ctx, const struct tm_site *
 	entry_site = bpf_map_lookup_elem(&sites, &entry_id);
 	if (!entry_site || !ok)
 		return 0;
-	t->gil_held = entry_site->family == TM_FAMILY_PYMALLOC && !(entry_site->flags & TM_SITE_HOOK);
 	if (entry_site->role == TM_ROLE_NEWPOOL) {
 		/* completes the PREDICT below it that found its pool empty */
 		__u32 below = t->depth - 1;
@@ -1051,10 +1057,6 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
 		return 0;
-	/* pymalloc and object creation run under the GIL; raw calls, hooks
-	 * (tracemalloc's raw ones take the GIL themselves) and Track may not */
-	t->gil_held = (site->family == TM_FAMILY_PYMALLOC && !(site->flags & TM_SITE_HOOK)) ||
-		      site->role == TM_ROLE_NEWREF;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);
 	if (site->flags & TM_SITE_HOOK) {

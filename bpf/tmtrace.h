@@ -75,6 +75,9 @@ enum tm_role {
 	 * traceback, as _PyTraceMalloc_NewReference does: an object reused
 	 * from a free list is reported where it was last created. */
 	TM_ROLE_NEWREF = 10,
+	/* PyMem_SetAllocator(): a hook is being installed (tracemalloc
+	 * starting); tell userspace at once, so it probes the hook now */
+	TM_ROLE_SET_ALLOCATOR = 11,
 };
 
 /* tm_site.flags */
@@ -208,6 +211,7 @@ struct tm_traceback_stats {
 /* Ring-buffer events, told apart by their first word. */
 #define TM_EVENT_TRACEBACK 1
 #define TM_EVENT_CODE 2
+#define TM_EVENT_ALLOCATOR_SET 3 /* just the type word: look at the slots now */
 
 /* A traceback BPF has not seen before, sent so userspace resolves its
  * frames while their code objects are still alive. */
@@ -286,10 +290,12 @@ struct tm_py_layout {
 	__u32 tstate_thread_id;
 	__u32 tstate_frame;
 	__u32 cframe_current_frame;
-	/* a thread with several thread states (sub-interpreters) runs under:
-	 * the GIL holder's, _PyRuntime + runtime_tstate_current (3.8-3.11), or
-	 * the one whose _status word has tstate_active_bit (3.12+); ~0u: none */
-	__u32 runtime_tstate_current;
+	/* a thread with several thread states (sub-interpreters): tracemalloc
+	 * takes the current one from 3.12 (_Py_tss_tstate, or the one whose
+	 * _status word has tstate_active_bit), else the thread's first, in the
+	 * main interpreter (_PyRuntime + runtime_interpreters_main) if any;
+	 * ~0u: none */
+	__u32 runtime_interpreters_main;
 	__u32 tstate_status;
 	__u32 tstate_active_bit;
 	struct tm_tls_var tss_tstate; /* 3.12+: _Py_tss_tstate, the thread's current state */

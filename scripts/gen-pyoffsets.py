@@ -104,10 +104,12 @@ SPEC = {
     "interp_threads_head": [M(*R_OLD, "PyInterpreterState", "tstate_head", 8),
                             M(*R_NEW, "PyInterpreterState", "threads.head", 8)],
     "tstate_next": [M(*R_ALL, "PyThreadState", "next", 8)],
-    # The thread state a thread runs under now, when it has several (a
-    # sub-interpreter's and the main one's): the GIL holder's up to 3.11,
-    # the one marked active from 3.12 (per-interpreter GILs).
-    "runtime_tstate_current": [M((3, 8), (3, 11), "_PyRuntimeState", "gilstate.tstate_current", 8)],
+    # Which of a thread's thread states (one per interpreter it entered)
+    # tracemalloc takes: up to 3.11 PyGILState_GetThisThreadState(), the
+    # first one the thread made (the main interpreter's, for a thread that
+    # calls into a sub-interpreter); from 3.12 the current one, and where
+    # the thread has none current (GIL released) the active one.
+    "runtime_interpreters_main": [M(*R_ALL, "_PyRuntimeState", "interpreters.main", 8)],
     "tstate_status": [M((3, 12), (3, 13), "PyThreadState", "_status", 4)],
     "tstate_active_bit": [B((3, 12), (3, 13), "PyThreadState", "_status.active", "shift")],
     "tstate_interp": [M(*R_ALL, "PyThreadState", "interp", 8)],

@@ -40,6 +40,7 @@ struct loader {
 	struct ring_buffer *rb;
 	loader_traceback_fn event_fn;
 	loader_code_fn code_fn;
+	bool allocator_set; /* PyMem_SetAllocator() ran since last asked */
 	void *event_ctx;
 };
 
@@ -117,7 +118,7 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 	py->tstate_thread_id = o->tstate_thread_id;
 	py->tstate_frame = o->tstate_frame;
 	py->cframe_current_frame = o->cframe_current_frame;
-	py->runtime_tstate_current = o->runtime_tstate_current == PYOFF_NONE ? ~0u : o->runtime_tstate_current;
+	py->runtime_interpreters_main = o->runtime_interpreters_main;
 	py->tstate_status = o->tstate_status == PYOFF_NONE ? ~0u : o->tstate_status;
 	py->tstate_active_bit = o->tstate_active_bit;
 	if (t->minor >= 12) {
@@ -522,6 +523,10 @@ static int on_event(void *ctx, void *data, size_t len)
 	if (len < sizeof(type))
 		return 0;
 	memcpy(&type, data, sizeof(type));
+	if (type == TM_EVENT_ALLOCATOR_SET) {
+		l->allocator_set = true;
+		return 0;
+	}
 	if (type == TM_EVENT_CODE) {
 		struct tm_code_event *code = calloc(1, sizeof(*code));
 		int err;
@@ -539,6 +544,14 @@ static int on_event(void *ctx, void *data, size_t len)
 		return 0;
 	memcpy(&ev, data, len < sizeof(ev) ? len : sizeof(ev));
 	return l->event_fn(l->event_ctx, ev.id, &ev.stack);
+}
+
+bool loader_take_allocator_set(struct loader *l)
+{
+	bool was = l->allocator_set;
+
+	l->allocator_set = false;
+	return was;
 }
 
 void loader_on_code(struct loader *l, loader_code_fn fn)

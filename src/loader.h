@@ -50,6 +50,8 @@ int loader_events_fd(const struct loader *l);
 /* Code objects BPF copied when it first met them (same ctx as consume's). */
 typedef int (*loader_code_fn)(void *ctx, const struct tm_code_event *code);
 void loader_on_code(struct loader *l, loader_code_fn fn);
+/* Did the target call PyMem_SetAllocator() since the last call? */
+bool loader_take_allocator_set(struct loader *l);
 int loader_consume(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Walks the traceback map, for ids whose event was lost. */
 int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);

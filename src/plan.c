@@ -214,6 +214,10 @@ static int add_extra_sites(struct elf_file *ef, struct x86_code *code, struct pr
 						  "PyTraceMalloc_Untrack");
 		p->tracks = !err;
 	}
+	/* the installation of a hook, so the session probes it at once */
+	if (!err && !elf_find_symbol(ef, "PyMem_SetAllocator", &code_type, NULL))
+		err = add_first_insn_site(ef, code, p, code_type, TM_ROLE_SET_ALLOCATOR, TM_REG_NONE, TM_REG_NONE,
+					  "PyMem_SetAllocator");
 	/* tp_dealloc sits after ob_refcnt, ob_type, ob_size, tp_name,
 	 * tp_basicsize and tp_itemsize in every version */
 	if (!err && !elf_find_symbol(ef, "PyCode_Type", &code_type, NULL) &&

@@ -30,8 +30,8 @@ struct py_offsets {
 	uint32_t tstate_thread_id;        /* unsigned long, pthread_self() */
 	uint32_t tstate_native_thread_id; /* 3.11+ */
 	uint32_t tstate_frame;            /* frame (3.8-3.10), cframe (3.11-3.12), current_frame (3.13) */
-	/* which of a thread's thread states it runs under now (sub-interpreters) */
-	uint32_t runtime_tstate_current;  /* _PyRuntime.gilstate.tstate_current (3.8-3.11) */
+	/* which of a thread's thread states tracemalloc takes (sub-interpreters) */
+	uint32_t runtime_interpreters_main; /* _PyRuntime.interpreters.main */
 	uint32_t tstate_status;           /* the 32-bit _status bitfield word (3.12+) */
 	/* _PyCFrame (3.11-3.12) */
 	uint32_t cframe_current_frame;

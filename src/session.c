@@ -18,6 +18,8 @@
 #include "session.h"
 #include "syscheck.h"
 
+/* Tries (100 us apart) for a traceback's ring-buffer event to arrive. */
+#define EVENT_WAIT_TRIES 10
 /* How often the allocator slots are read for hooks installed meanwhile. */
 #define HOOK_CHECK_INTERVAL 0.1
 
@@ -132,10 +134,11 @@ static void print_attach_notes(struct session *s)
 	for (int i = 0; s->opt->verbose && i < p->nsites; i++) {
 		const struct probe_site *site = &p->sites[i];
 		static const char *roles[] = { "?", "predict", "entry", "return", "free", "newpool",
-					       "realloc", "track", "untrack", "code-dealloc", "newref" };
+					       "realloc", "track", "untrack", "code-dealloc", "newref",
+					       "set-allocator" };
 
 		fprintf(stderr, "tmtrace:   site %d: 0x%lx %s%s %s: %s (%s)\n", i, (unsigned long)site->vaddr,
-			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 11 ? site->bpf.role : 0],
+			site->uretprobe ? "uretprobe " : "", roles[site->bpf.role < 12 ? site->bpf.role : 0],
 			site->emulated ? "emulated" : "single-stepped", site->what, site->insn);
 	}
 }
@@ -159,7 +162,17 @@ static const struct tm_traceback *snapshot_traceback(struct session *s, struct t
 	const struct resolved_traceback *rtb = resolver_get(s->resolver, id);
 	struct tm_frame frames[TM_MAX_NFRAME];
 
-	if (!rtb && id && !*recovered) {
+	/* Interned since the last read of the ring buffer: its event (and the
+	 * code objects' copies before it) is there, or about to be, as BPF
+	 * writes it right after interning. Resolving it from the map instead
+	 * would read code objects that may be dead by now. */
+	for (int i = 0; !rtb && id && i < EVENT_WAIT_TRIES; i++) {
+		if (i)
+			usleep(100);
+		loader_consume(s->loader, on_new_traceback, s);
+		rtb = resolver_get(s->resolver, id);
+	}
+	if (!rtb && id && !*recovered && loader_totals(s->loader)->lost[TM_LOST_EVENTS]) {
 		/* its ring-buffer event was lost: the map still has it */
 		loader_each_traceback(s->loader, on_new_traceback, s);
 		*recovered = true;
@@ -517,6 +530,13 @@ static int event_loop(struct session *s)
 				if (err < 0)
 					goto out;
 				err = 0;
+				if (loader_take_allocator_set(s->loader)) {
+					/* the probe fires before the slot is written:
+					 * look again a moment later */
+					check_hooks(s);
+					usleep(2000);
+					check_hooks(s);
+				}
 			} else if (evs[i].data.u32 == EV_SIGNAL) {
 				struct signalfd_siginfo si;
 

@@ -12,7 +12,7 @@ static const char *const role_names[] = {
 	[TM_ROLE_PREDICT] = "predict", [TM_ROLE_ENTRY] = "entry", [TM_ROLE_RETURN] = "return",
 	[TM_ROLE_FREE] = "free", [TM_ROLE_NEWPOOL] = "newpool", [TM_ROLE_REALLOC] = "realloc",
 	[TM_ROLE_TRACK] = "track", [TM_ROLE_UNTRACK] = "untrack", [TM_ROLE_CODE_DEALLOC] = "code-dealloc",
-	[TM_ROLE_NEWREF] = "newref",
+	[TM_ROLE_NEWREF] = "newref", [TM_ROLE_SET_ALLOCATOR] = "set-allocator",
 };
 
 static const char *const kind_names[] = {
