@@ -36,7 +36,7 @@ def test_debian_python_reports_inlined_copies():
         w.kill()
 
 
-def behave(python, during=None, rounds=100):
+def behave(python, during=None, rounds=300):
     return run_behave(python, during, rounds, "0.05", timeout=180)
 
 
