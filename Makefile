@@ -63,6 +63,7 @@ deps:
 test:
 	scripts/install-deps.sh
 	$(MAKE) all unit-test unit-test-asan fuzz-replay
+	$(PYTHON) scripts/gen-pyoffsets.py --check
 	$(PYTHON) tests/engine/run.py
 	$(PYTHON) tests/integration/run.py
 
