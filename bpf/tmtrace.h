@@ -337,7 +337,7 @@ struct tm_config {
 	__u32 count_all_frames;
 	__u32 max_tracebacks;
 	__u32 nsites;
-	__u32 pad;
+	__u32 empty_probes; /* benchmark floor: every probe returns at once */
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

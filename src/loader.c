@@ -238,6 +238,8 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->count_all_frames = opt->count_all_frames;
 	cfg->max_tracebacks = opt->max_tracebacks;
 	cfg->nsites = (uint32_t)plan->nsites;
+	/* tests/bench: the same probes with a program that does nothing */
+	cfg->empty_probes = getenv("TMTRACE_EMPTY_PROBES") && !strcmp(getenv("TMTRACE_EMPTY_PROBES"), "1");
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
 	cfg->abandon_ns = 2000000000ULL;

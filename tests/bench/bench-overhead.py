@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
 """tmtrace's overhead on a traced Python program, side by side with
-tracemalloc's, in one run (these machines are noisy: ratios against a
-baseline measured in the same round, medians over rounds).
+tracemalloc's and with the floor of its probes, in one run (these machines
+are noisy: ratios against a baseline measured in the same round, medians
+over rounds).
 
 usage: sudo tests/bench/bench-overhead.py [--rounds N] [--python PATH]...
+                                          [--workload NAME]... [--config NAME]...
 
-For each Python and workload it runs, interleaved per round:
+Workloads (tests/bench/workloads): micro (allocation-heavy loop), mix
+(json, regex and dataclass processing), threads (four threads of the
+micro-loop), leak (a busy service loop with a slow leak).
+
+Configurations, interleaved per round:
   none          no tracing
-  tracemalloc   tracemalloc started inside, nframe 1
-  tmtrace       tmtrace attached from outside, nframe 1
-and prints the median time of each and its slowdown against `none`."""
+  tm1, tm25     tracemalloc started inside with 1 or 25 frames
+  floor         tmtrace's probes, every one running an empty BPF program
+                (TMTRACE_EMPTY_PROBES=1): the cost of the traps alone
+  tmt1, tmt25   tmtrace attached from outside, -n 1 or -n 25
+
+For each it prints the median time and the slowdown against `none`; for
+tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
+memory its maps take per live block; and `added/floor`: the time tmtrace
+adds over no tracing, divided by the time the empty probes add (1.0 means
+the BPF program costs nothing beyond its traps)."""
 
 import argparse
 import glob
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -22,7 +36,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TMTRACE = os.path.join(ROOT, "build", "tmtrace")
-WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000")}
+WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000"),
+             "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
+CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25"]
 
 
 def default_pythons():
@@ -30,57 +46,106 @@ def default_pythons():
     return [p for p in ["/usr/bin/python3.11"] + found[-1:] if os.access(p, os.X_OK)]
 
 
-def run_once(python, workload, config, nframe=1):
+class Result:
+    def __init__(self, seconds, cpu=None, rss_kib=None, kmem_per_block=None):
+        self.seconds, self.cpu, self.rss_kib, self.kmem_per_block = seconds, cpu, rss_kib, kmem_per_block
+
+
+def kernel_memory_per_block(attach_lines):
+    """Bytes of kernel memory per live block, from tmtrace's attach note
+    ('live-block capacity N blocks, ...: about X MiB of kernel memory')."""
+    for line in attach_lines:
+        m = re.search(r"live-block capacity (\d+) blocks.*about ([\d.]+) (KiB|MiB|GiB)", line)
+        if m:
+            unit = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(3)]
+            return float(m.group(2)) * unit / int(m.group(1))
+    return None
+
+
+def run_once(python, workload, config):
     script, arg = WORKLOADS[workload]
     env = dict(os.environ)
     env.pop("PYTHONTRACEMALLOC", None)
-    if config == "tracemalloc":
-        env["TRACEMALLOC"] = str(nframe)
+    if config.startswith("tm") and not config.startswith("tmt"):
+        env["TRACEMALLOC"] = config[2:]
     p = subprocess.Popen([python, os.path.join(HERE, "workloads", script), arg], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.join(HERE, "workloads"))
     assert p.stdout.readline().strip() == "ready"
-    tracer = None
-    if config == "tmtrace":
-        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", "3600", "-n", str(nframe)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracer, notes = None, []
+    if config in ("floor", "tmt1", "tmt25"):
+        tenv = dict(os.environ)
+        if config == "floor":
+            tenv["TMTRACE_EMPTY_PROBES"] = "1"
+        nframe = "25" if config == "tmt25" else "1"
+        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", "3600", "-n", nframe],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tenv)
         line = tracer.stderr.readline()
         if not line.startswith("tmtrace: attached"):
             raise SystemExit("tmtrace did not attach: %r" % line)
+        # the notes up to the probe summary (kernel memory among them)
+        while "probes on" not in line and "probes," not in line:
+            notes.append(line)
+            line = tracer.stderr.readline()
+            if not line:
+                break
+        notes.append(line)
     p.stdin.write("go\n")
     p.stdin.flush()
     line = p.stdout.readline()
     p.stdin.close()
     p.wait()
+    result = Result(None)
     if tracer:
         tracer.send_signal(2)
-        tracer.wait()
+        tracer.stderr.close()
+        _, _, usage = os.wait4(tracer.pid, 0)
+        result.cpu = usage.ru_utime + usage.ru_stime
+        result.rss_kib = usage.ru_maxrss
+        result.kmem_per_block = kernel_memory_per_block(notes)
     if not line.startswith("elapsed "):
         raise SystemExit("%s %s %s: no timing (%r)" % (python, workload, config, line))
-    return float(line.split()[1])
+    result.seconds = float(line.split()[1])
+    return result
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--python", action="append")
     ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    ap.add_argument("--config", action="append", choices=CONFIGS)
     args = ap.parse_args()
     pythons = args.python or default_pythons()
-    workloads = args.workload or sorted(WORKLOADS)
-    configs = ["none", "tracemalloc", "tmtrace"]
-    print("tmtrace overhead, %d rounds, median seconds and slowdown against no tracing" % args.rounds)
-    print("%-44s %-6s %12s %12s %12s %9s %9s" % ("python", "work", "none", "tracemalloc", "tmtrace",
-                                                 "tm ratio", "tmt ratio"))
+    workloads = args.workload or ["micro", "mix", "threads", "leak"]
+    configs = args.config or CONFIGS
+    if "none" not in configs:
+        configs = ["none"] + configs
+    print("tmtrace overhead: %d rounds, medians; slowdown against no tracing" % args.rounds)
     for python in pythons:
         for workload in workloads:
-            times = {c: [] for c in configs}
+            runs = {c: [] for c in configs}
             for _ in range(args.rounds):
                 for c in configs:
-                    times[c].append(run_once(python, workload, c))
-            med = {c: statistics.median(v) for c, v in times.items()}
-            print("%-44s %-6s %12.3f %12.3f %12.3f %8.2fx %8.2fx" % (
-                python, workload, med["none"], med["tracemalloc"], med["tmtrace"],
-                med["tracemalloc"] / med["none"], med["tmtrace"] / med["none"]), flush=True)
+                    runs[c].append(run_once(python, workload, c))
+            base = statistics.median(r.seconds for r in runs["none"])
+            floor = statistics.median(r.seconds for r in runs["floor"]) if "floor" in runs else None
+            print("\n%s, %s: no tracing %.3f s" % (python, workload, base))
+            print("  %-6s %9s %9s %12s %9s %9s %11s" % ("config", "seconds", "slowdown", "added/floor",
+                                                        "cpu s", "rss MiB", "kmem/block"))
+            for c in configs:
+                if c == "none":
+                    continue
+                t = statistics.median(r.seconds for r in runs[c])
+                added = ("%11.2fx" % ((t - base) / (floor - base))
+                         if floor and c.startswith("tmt") and floor > base else "%12s" % "")
+                cpu = [r.cpu for r in runs[c] if r.cpu is not None]
+                rss = [r.rss_kib for r in runs[c] if r.rss_kib is not None]
+                kmem = [r.kmem_per_block for r in runs[c] if r.kmem_per_block is not None]
+                print("  %-6s %9.3f %8.2fx %s %9s %9s %11s" % (
+                    c, t, t / base, added,
+                    "%.2f" % statistics.median(cpu) if cpu else "",
+                    "%.1f" % (statistics.median(rss) / 1024) if rss else "",
+                    "%.0f B" % statistics.median(kmem) if kmem else ""), flush=True)
 
 
 if __name__ == "__main__":
