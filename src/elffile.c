@@ -243,8 +243,11 @@ int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value)
 	return 0;
 }
 
-/* The GLOB_DAT or JUMP_SLOT relocation of a GOT slot, with its symbol. */
-static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, GElf_Sym *sym, const char **name)
+/* The GLOB_DAT or JUMP_SLOT relocation of a GOT slot, found by the slot's
+ * address or, with `want_name`, by its symbol's name: the slot, symbol and
+ * name. */
+static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, const char *want_name, uint64_t *slot,
+			  GElf_Sym *sym, const char **name)
 {
 	Elf_Scn *scn = NULL;
 	GElf_Shdr sh;
@@ -265,13 +268,19 @@ static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, GElf_Sym *sym
 			GElf_Rela r;
 			unsigned type;
 
-			if (!gelf_getrela(data, (int)i, &r) || r.r_offset != got_vaddr)
+			if (!gelf_getrela(data, (int)i, &r) || (!want_name && r.r_offset != got_vaddr))
 				continue;
 			type = (unsigned)GELF_R_TYPE(r.r_info);
 			if ((type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT) ||
-			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), sym))
+			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), sym)) {
+				if (want_name)
+					continue;
 				return -ENOENT;
+			}
 			*name = elf_strptr(ef->elf, symsh.sh_link, sym->st_name);
+			if (want_name && (!*name || strcmp(*name, want_name) != 0))
+				continue;
+			*slot = r.r_offset;
 			return 0;
 		}
 	}
@@ -280,54 +289,28 @@ static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, GElf_Sym *sym
 
 int elf_got_slot(struct elf_file *ef, const char *name, uint64_t *got_vaddr)
 {
-	Elf_Scn *scn = NULL;
-	GElf_Shdr sh;
+	GElf_Sym sym;
+	const char *found;
 
-	while ((scn = elf_nextscn(ef->elf, scn))) {
-		Elf_Data *data, *symdata;
-		GElf_Shdr symsh;
-		Elf_Scn *symscn;
-
-		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_RELA || !sh.sh_entsize || !sh.sh_link)
-			continue;
-		data = elf_getdata(scn, NULL);
-		symscn = elf_getscn(ef->elf, sh.sh_link);
-		if (!data || !symscn || !gelf_getshdr(symscn, &symsh))
-			continue;
-		symdata = elf_getdata(symscn, NULL);
-		for (size_t i = 0; symdata && i < sh.sh_size / sh.sh_entsize; i++) {
-			GElf_Rela r;
-			GElf_Sym sym;
-			const char *sname;
-
-			if (!gelf_getrela(data, (int)i, &r) || (GELF_R_TYPE(r.r_info) != R_X86_64_JUMP_SLOT &&
-							       GELF_R_TYPE(r.r_info) != R_X86_64_GLOB_DAT) ||
-			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), &sym))
-				continue;
-			sname = elf_strptr(ef->elf, symsh.sh_link, sym.st_name);
-			if (sname && strcmp(sname, name) == 0) {
-				*got_vaddr = r.r_offset;
-				return 0;
-			}
-		}
-	}
-	return -ENOENT;
+	return got_relocation(ef, 0, name, got_vaddr, &sym, &found);
 }
 
 const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr)
 {
 	GElf_Sym sym;
 	const char *name;
+	uint64_t slot;
 
-	return got_relocation(ef, got_vaddr, &sym, &name) ? NULL : name;
+	return got_relocation(ef, got_vaddr, NULL, &slot, &sym, &name) ? NULL : name;
 }
 
 int elf_got_address(struct elf_file *ef, uint64_t got_vaddr, uint64_t *value)
 {
 	GElf_Sym sym;
 	const char *name;
+	uint64_t slot;
 
-	if (got_relocation(ef, got_vaddr, &sym, &name) || sym.st_shndx == SHN_UNDEF)
+	if (got_relocation(ef, got_vaddr, NULL, &slot, &sym, &name) || sym.st_shndx == SHN_UNDEF)
 		return -ENOENT;
 	*value = sym.st_value;
 	return 0;
