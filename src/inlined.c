@@ -291,24 +291,6 @@ static bool calls_through(struct x86_code *code, const cs_insn *jcc, enum tm_reg
 	return false;
 }
 
-/* The libc function a direct call or jump reaches through its PLT stub
- * (`jmp *GOT(%rip)`, after an endbr64), or NULL. */
-static const char *plt_callee(struct x86_code *code, struct elf_file *ef, uint64_t target, cs_insn *insn)
-{
-	for (int i = 0; i < 2 && x86_decode(code, target, insn); i++) {
-		uint64_t got;
-
-		if (insn->id == X86_INS_ENDBR64) {
-			target = insn->address + insn->size;
-			continue;
-		}
-		if (insn->id == X86_INS_JMP && x86_rip_target(insn, &got))
-			return elf_got_symbol(ef, got);
-		return NULL;
-	}
-	return NULL;
-}
-
 static const char *libc_name(enum tm_call_kind kind)
 {
 	switch (kind) {
@@ -341,7 +323,7 @@ static enum inlined_verdict raw_fast_call(struct x86_code *code, struct elf_file
 
 		addr = insn->address + insn->size;
 		if ((call || insn->id == X86_INS_JMP) && x86_branch_target(insn, &target)) {
-			const char *name = plt_callee(code, ef, target, insn);
+			const char *name = x86_plt_callee(code, ef, target, insn);
 
 			if (name && strcmp(name, libc_name(kind)) == 0) {
 				if (!call) {

@@ -10,19 +10,11 @@ static bool calls_tls_get_addr(struct x86_code *code, struct elf_file *ef, uint6
 {
 	cs_insn *insn = cs_malloc(code->cs);
 	const char *name = elf_symbol_at(ef, target, NULL);
-	uint64_t got;
 	bool yes = name && strcmp(name, "__tls_get_addr") == 0;
 
-	for (int i = 0; insn && !yes && i < 2 && x86_decode(code, target, insn); i++) {
-		if (insn->id == X86_INS_ENDBR64) {
-			target = insn->address + insn->size;
-			continue;
-		}
-		if (insn->id == X86_INS_JMP && x86_rip_target(insn, &got)) {
-			name = elf_got_symbol(ef, got);
-			yes = name && strcmp(name, "__tls_get_addr") == 0;
-		}
-		break;
+	if (!yes && insn) {
+		name = x86_plt_callee(code, ef, target, insn);
+		yes = name && strcmp(name, "__tls_get_addr") == 0;
 	}
 	if (insn)
 		cs_free(insn, 1);

@@ -145,3 +145,19 @@ bool x86_is_jcc(const cs_insn *insn)
 		return false;
 	}
 }
+
+const char *x86_plt_callee(struct x86_code *code, struct elf_file *ef, uint64_t target, cs_insn *insn)
+{
+	for (int i = 0; i < 2 && x86_decode(code, target, insn); i++) {
+		uint64_t got;
+
+		if (insn->id == X86_INS_ENDBR64) {
+			target = insn->address + insn->size;
+			continue;
+		}
+		if (insn->id == X86_INS_JMP && x86_rip_target(insn, &got))
+			return elf_got_symbol(ef, got);
+		return NULL;
+	}
+	return NULL;
+}

@@ -38,5 +38,9 @@ bool x86_decode(struct x86_code *c, uint64_t addr, cs_insn *insn);
 /* The target of a direct jmp/jcc/call, if it is one. */
 bool x86_branch_target(const cs_insn *insn, uint64_t *target);
 bool x86_is_jcc(const cs_insn *insn);
+/* The function a direct call or jump to `target` reaches through its PLT
+ * stub (`jmp *GOT(%rip)`, after an endbr64), by the GOT slot's
+ * relocation; NULL if target is no PLT stub. */
+const char *x86_plt_callee(struct x86_code *code, struct elf_file *ef, uint64_t target, cs_insn *insn);
 
 #endif
