@@ -269,6 +269,47 @@ static const struct {
 	{ "tracemalloc_raw_realloc", TM_CALL_REALLOC },
 };
 
+/* The hooks the live slots point to (fns[].live, as last read): each one
+ * not yet probed, in this file and not a default function (PYTHONMALLOC=
+ * malloc points the object domain at the raw one). Without `warn`, a hook
+ * in another file is skipped silently and other errors are returned; with
+ * it, every failure is passed to it and the rest go on. */
+static bool new_live_hook(const struct probe_plan *p, const struct alloc_function *f)
+{
+	if (!f->hooked)
+		return false;
+	for (int j = 0; j < p->nfns; j++)
+		if (p->fns[j].vaddr == f->live)
+			return false;
+	for (int j = 0; j < p->nhooks; j++)
+		if (p->hooks[j].vaddr == f->live)
+			return false;
+	return true;
+}
+
+static int add_live_hooks(struct elf_file *ef, struct x86_code *code, struct cfi *cfi, struct probe_plan *p,
+			  plan_hook_warning_fn warn)
+{
+	int err = 0;
+
+	for (int i = 0; i < p->nfns && !err; i++) {
+		const struct alloc_function *f = &p->fns[i];
+		char what[64];
+
+		if (!new_live_hook(p, f))
+			continue;
+		snprintf(what, sizeof(what), "<hook in %s's slot>", f->wrapper);
+		err = add_hook_sites(ef, code, cfi, p, f->live, f->kind, elf_symbol_at(ef, f->live, NULL) ?: what);
+		if (err == -EEXIST || (err == -ENOENT && !warn))
+			err = 0;
+		if (err && warn) {
+			warn(f, err);
+			err = 0;
+		}
+	}
+	return err;
+}
+
 /* tracemalloc's hooks by name (static functions: only with a symbol
  * table), so that a tracemalloc started after attaching is exact from its
  * first call; and any hook the live slots point to now. A hook installed
@@ -286,36 +327,25 @@ static int add_known_hooks(struct elf_file *ef, struct x86_code *code, struct cf
 		if (err == -EEXIST)
 			err = 0;
 	}
-	for (int i = 0; i < p->nfns && !err; i++) {
-		bool is_default = false;
-		char what[64];
-
-		if (!p->fns[i].hooked)
-			continue;
-		for (int j = 0; j < p->nfns; j++)
-			is_default |= p->fns[j].vaddr == p->fns[i].live; /* PYTHONMALLOC=malloc */
-		if (is_default)
-			continue;
-		snprintf(what, sizeof(what), "<hook in %s's slot>", p->fns[i].wrapper);
-		err = add_hook_sites(ef, code, cfi, p, p->fns[i].live, p->fns[i].kind,
-				     elf_symbol_at(ef, p->fns[i].live, NULL) ?: what);
-		if (err == -EEXIST || err == -ENOENT)
-			err = 0;
-	}
-	return err;
+	return err ? err : add_live_hooks(ef, code, cfi, p, NULL);
 }
 
-int plan_add_hook(struct elf_file *ef, struct probe_plan *p, uint64_t vaddr, enum tm_call_kind kind,
-		  const char *what)
+int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *p, plan_hook_warning_fn warn)
 {
 	struct x86_code code;
 	struct cfi *cfi = NULL;
+	bool any = false;
 	int err;
 
+	/* called often (every slot check): open the code only for a new hook */
+	for (int i = 0; i < p->nfns; i++)
+		any |= new_live_hook(p, &p->fns[i]);
+	if (!any)
+		return 0;
 	if (x86_code_open(&code, ef))
 		return -EINVAL;
 	cfi_open(ef, &cfi);
-	err = add_hook_sites(ef, &code, cfi, p, vaddr, kind, what);
+	err = add_live_hooks(ef, &code, cfi, p, warn);
 	cfi_close(cfi);
 	x86_code_close(&code);
 	return err;

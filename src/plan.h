@@ -54,10 +54,11 @@ struct probe_plan {
 int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *plan,
 	       char *why, size_t whylen);
 void plan_free(struct probe_plan *plan);
-/* Adds the sites of a hook function found later (a slot that changed while
- * attached): 0, -EEXIST if already probed, -ENOENT if not in this file. */
-int plan_add_hook(struct elf_file *ef, struct probe_plan *plan, uint64_t vaddr, enum tm_call_kind kind,
-		  const char *what);
+/* Adds the sites of the hooks the live slots point to now (fns[].live,
+ * refreshed by the caller) that have none yet; `warn` hears of each one
+ * that cannot be probed. */
+typedef void (*plan_hook_warning_fn)(const struct alloc_function *slot, int err);
+int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *plan, plan_hook_warning_fn warn);
 /* Number of probes (a uretprobe and an entry at one site count as two). */
 int plan_probe_count(const struct probe_plan *plan);
 

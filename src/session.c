@@ -434,6 +434,12 @@ static bool on_key(struct session *s, char key)
  * in the target, on a binary without the symbols that let tmtrace probe
  * tracemalloc's hooks up front): probe it now. Until then its calls are
  * recorded at the default functions, and counted as unprobed_hook_calls. */
+static void hook_not_probed(const struct alloc_function *f, int err)
+{
+	fprintf(stderr, "tmtrace: warning: a hook appeared in %s's slot at 0x%lx; cannot probe it: %s\n",
+		f->wrapper, (unsigned long)f->live, strerror(-err));
+}
+
 static void check_hooks(struct session *s)
 {
 	struct probe_plan *p = &s->plan;
@@ -442,25 +448,13 @@ static void check_hooks(struct session *s)
 	for (int i = 0; i < p->nfns; i++) {
 		struct alloc_function *f = &p->fns[i];
 		uint64_t live;
-		bool is_default = false;
-		char what[64];
-		int err;
 
 		if (remote_read_u64(s->target.pid, f->slot + p->bias, &live))
 			continue;
 		f->live = live - p->bias;
 		f->hooked = f->live != f->vaddr;
-		for (int j = 0; j < p->nfns; j++)
-			is_default |= p->fns[j].vaddr == f->live;
-		if (!f->hooked || is_default)
-			continue;
-		snprintf(what, sizeof(what), "<hook in %s's slot>", f->wrapper);
-		err = plan_add_hook(s->target.elf, p, f->live, f->kind,
-				    elf_symbol_at(s->target.elf, f->live, NULL) ?: what);
-		if (err && err != -EEXIST)
-			fprintf(stderr, "tmtrace: warning: a hook appeared in %s's slot at 0x%lx; cannot probe it: %s\n",
-				f->wrapper, (unsigned long)live, strerror(-err));
 	}
+	plan_add_live_hooks(s->target.elf, p, hook_not_probed);
 	if (p->nsites > before) {
 		if (loader_attach_new_sites(s->loader, p, s->target.open_path, s->why, sizeof(s->why)))
 			fprintf(stderr, "tmtrace: warning: %s\n", s->why);
