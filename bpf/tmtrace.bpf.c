@@ -14,6 +14,9 @@
 #define barrier_var(var) asm volatile("" : "+r"(var))
 #endif
 
+/* x86-64 user pages; the probes only read, so a smaller guess is safe */
+#define TM_PAGE_SIZE 4096ULL
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const volatile struct tm_config cfg = {};
@@ -486,12 +489,20 @@ static long send_code_step(__u64 index, void *unused)
 	ev->firstlineno = *(const __u32 *)(s->code_window + cfg.py.code_firstlineno);
 	ev->filename_addr = load_u64(s->code_window, cfg.py.code_filename);
 	linetable = load_u64(s->code_window, cfg.py.code_linetable);
-	/* a str near the end of a mapping may not have 512 readable bytes */
+	/* The page after a short str may not be present (a fresh arena page, or
+	 * the end of a mapping) and a probe cannot fault it in: then copy to the
+	 * end of the str's page; the str's own bytes are there, having been
+	 * written. */
 	ev->filename_len = TM_CODE_FILENAME_BYTES;
 	if (bpf_probe_read_user(ev->filename, TM_CODE_FILENAME_BYTES, (void *)ev->filename_addr)) {
-		ev->filename_len = 128;
-		if (bpf_probe_read_user(ev->filename, 128, (void *)ev->filename_addr))
-			ev->filename_len = 0;
+		len = TM_PAGE_SIZE - (ev->filename_addr & (TM_PAGE_SIZE - 1));
+		if (len > TM_CODE_FILENAME_BYTES)
+			len = TM_CODE_FILENAME_BYTES;
+		barrier_var(len);
+		if (len > TM_CODE_FILENAME_BYTES || !len ||
+		    bpf_probe_read_user(ev->filename, len, (void *)ev->filename_addr))
+			len = 0;
+		ev->filename_len = (__u32)len;
 	}
 	if (bpf_probe_read_user(&total, sizeof(total), (void *)(linetable + cfg.py.bytes_size)))
 		total = 0;

@@ -181,8 +181,8 @@ int resolver_add_code(struct resolver *r, const struct tm_code_event *ev)
 
 	if (ci && ci->readable)
 		return 0;
-	if (ev->linetable_len != ev->linetable_total)
-		return 0; /* too long to copy: read from the target when needed */
+	if (ev->linetable_len != ev->linetable_total || !ev->filename_len)
+		return 0; /* too long to copy or unreadable: read from the target when needed */
 	if (!ci) {
 		ci = arena_alloc(&r->arena, sizeof(*ci));
 		if (!ci)
@@ -201,7 +201,7 @@ int resolver_add_code(struct resolver *r, const struct tm_code_event *ev)
 	ci->linetable_len = ev->linetable_len;
 	ci->firstlineno = (int)ev->firstlineno;
 	ci->filename = NULL;
-	if (ev->filename_len && pystr_read_from(&src, r->off, ev->filename_addr, buf, sizeof(buf)) == 0)
+	if (pystr_read_from(&src, r->off, ev->filename_addr, buf, sizeof(buf)) == 0)
 		ci->filename = intern(r, buf);
 	if (!ci->filename)
 		ci->filename = r->unknown;
