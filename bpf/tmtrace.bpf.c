@@ -70,8 +70,11 @@ struct {
 	__uint(max_entries, 65536);
 } codes_sent SEC(".maps");
 
+/* One code event per CPU, indexed by CPU: a per-CPU array's values are
+ * limited to 32 KiB, and the event carries up to 64 KiB of line table.
+ * Sized to the possible CPUs by userspace. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct tm_code_event);
 	__uint(max_entries, 1);
@@ -465,7 +468,8 @@ static long send_code_step(__u64 index, void *unused)
 {
 	__u32 zero = 0, n = (__u32)index;
 	struct tm_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	struct tm_code_event *ev = bpf_map_lookup_elem(&code_scratch, &zero);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct tm_code_event *ev = bpf_map_lookup_elem(&code_scratch, &cpu);
 	struct tm_raw_frame key = {};
 	__u64 linetable, total = 0, len;
 	__u8 one = 1;

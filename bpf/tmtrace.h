@@ -224,7 +224,11 @@ struct tm_new_traceback {
 /* Bytes of a code object's filename str object (header and data) and of
  * its line table that BPF copies when it first meets the code object. */
 #define TM_CODE_FILENAME_BYTES 512
-#define TM_CODE_LINETABLE_BYTES 8192
+/* 64 KiB: the largest line table in CPython 3.11's stdlib is 44 KiB
+ * (html/entities.py's module body); a module body is the code that dies
+ * right after it ran, so it must fit (test/re_tests.py's 9.3 KiB did not,
+ * with 8 KiB, and its 400 blocks went unresolved under load). */
+#define TM_CODE_LINETABLE_BYTES 65536
 
 /* What userspace needs to resolve a code object's lines, copied by BPF the
  * first time a new traceback holds it: a code object run once (a module

@@ -259,6 +259,14 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	bpf_map__set_max_entries(l->skel->maps.site_hits, l->site_capacity);
 	bpf_map__set_max_entries(l->skel->maps.tracked, TRACKED_MAX);
 	bpf_map__set_max_entries(l->skel->maps.code_generations, CODE_GENERATIONS_MAX);
+	err = libbpf_num_possible_cpus();
+	if (err < 0) {
+		snprintf(why, whylen, "cannot count the possible CPUs: %s", strerror(-err));
+		goto fail;
+	}
+	bpf_map__set_max_entries(l->skel->maps.code_scratch, (uint32_t)err);
+	/* (a map cannot have 0 entries: exact mode keeps one unused) */
+	bpf_map__set_max_entries(l->skel->maps.pool_samples, l->max_samples ? (uint32_t)l->max_samples : 1);
 	l->multi = kernel_has_uprobe_multi();
 	if (l->multi)
 		bpf_program__set_expected_attach_type(l->skel->progs.tm_probe, TM_BPF_TRACE_UPROBE_MULTI);
