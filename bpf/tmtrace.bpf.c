@@ -53,6 +53,15 @@ struct {
 	__uint(max_entries, 1);
 } tracked SEC(".maps");
 
+/* --sample: pool address -> its latest refill. Sized from --max-blocks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, struct tm_pool_sample);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+} pool_samples SEC(".maps");
+
 /* Code addresses where a code object died -> how many died there. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -658,6 +667,18 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	__sync_fetch_and_add(&totals.allocs, 1);
 }
 
+/* --sample: a refill of `block`'s pool, by the current traceback. */
+static __always_inline void record_sample(struct tm_thread *t, __u64 block)
+{
+	struct tm_pool_sample smp = { .block = block };
+	__u64 pool = block & ~(__u64)(cfg.pymalloc.pool_size - 1);
+
+	smp.traceback_id = current_traceback(t);
+	smp.time = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&pool_samples, &pool, &smp, BPF_ANY))
+		count_lost(TM_LOST_SAMPLES_FULL);
+}
+
 /* _PyTraceMalloc_NewReference(): the object's memory, if traced, takes the
  * current traceback. (Skipping the block this thread recorded last would
  * be wrong: `a = {}; del a; b = {}` reuses that very block from the free
@@ -1011,6 +1032,13 @@ static __always_inline int on_result(struct pt_regs *ctx, const struct tm_site *
 	if (entry_site->role == TM_ROLE_NEWPOOL) {
 		/* completes the PREDICT below it that found its pool empty */
 		__u32 below = t->depth - 1;
+
+		if (cfg.sample) {
+			/* no PREDICT below: pymalloc's allocations are sampled here */
+			if (armed && result && cfg.pymalloc.pool_size)
+				record_sample(t, result);
+			return 0;
+		}
 
 		barrier_var(below);
 		if (below >= TM_PENDING || !t->stack[below].awaiting_pool)

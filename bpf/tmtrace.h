@@ -145,12 +145,15 @@ enum tm_lost {
 				  * allocations may be counted with it) */
 	TM_LOST_CODE_GENERATIONS,/* the code-generation map is full: a reused code
 				  * address may be taken for its dead predecessor */
+	TM_LOST_SAMPLES_FULL,    /* --sample: the pool-sample map is full: a refilled
+				  * pool's blocks are not estimated */
 	TM_LOST_COUNT,
 };
 
 #define TM_LOST_NAMES { "live_map_full", "traceback_map_full", \
 	"unreadable_frames", "lost_events", "nesting_overflow", "abandoned_calls", \
-	"unreadable_pools", "unprobed_hook_calls", "code_generations_full" }
+	"unreadable_pools", "unprobed_hook_calls", "code_generations_full", \
+	"sample_map_full" }
 
 /* One Python frame as BPF captures it. The fingerprint summarizes the code
  * object's identity (its filename, name and line-table pointers, first line
@@ -199,6 +202,17 @@ struct tm_block {
 struct tm_tracked_key {
 	__u64 ptr;
 	__u32 domain;
+	__u32 pad;
+};
+
+/* --sample: the latest refill of a pymalloc pool, keyed by the pool's
+ * address. The block allocate_from_new_pool() handed out, with the
+ * traceback of the allocation that needed it, stands for the pool's live
+ * blocks of its size class (userspace reads the pool's state to tell). */
+struct tm_pool_sample {
+	__u64 block;
+	__u64 time; /* ktime of the refill: the newest sample of a pool wins */
+	__u32 traceback_id;
 	__u32 pad;
 };
 
@@ -342,6 +356,8 @@ struct tm_config {
 	__u32 max_tracebacks;
 	__u32 nsites;
 	__u32 empty_probes; /* benchmark floor: every probe returns at once */
+	__u32 sample;       /* --sample: pool refills are samples (pool_samples) */
+	__u32 pad;
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

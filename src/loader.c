@@ -34,6 +34,7 @@ struct loader {
 	uint32_t nframe;
 	uint32_t max_tracebacks;
 	uint64_t max_blocks;
+	uint64_t max_samples;     /* --sample's pool_samples capacity; 0: exact mode */
 	size_t key_size;
 	struct tm_traceback_stats *stats; /* mmapped traceback_stats */
 	size_t stats_len;
@@ -205,7 +206,8 @@ static void publish_hooks(struct loader *l, const struct probe_plan *plan)
 {
 	for (int i = 0; i < plan->nhooks && i < TM_MAX_HOOKS; i++)
 		__atomic_store_n(&l->skel->bss->hook_fns[i], plan->hooks[i].vaddr + plan->bias, __ATOMIC_SEQ_CST);
-	for (int i = 0; i < plan->nfns; i++)
+	/* --sample probes no hook: the raw defaults count whatever calls them */
+	for (int i = 0; i < plan->nfns && plan->mode == PLAN_EXACT; i++)
 		if (plan->fns[i].hooked)
 			__atomic_store_n(&l->skel->bss->hooks_seen, 1, __ATOMIC_SEQ_CST);
 }
@@ -240,6 +242,8 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->nsites = (uint32_t)plan->nsites;
 	/* tests/bench: the same probes with a program that does nothing */
 	cfg->empty_probes = getenv("TMTRACE_EMPTY_PROBES") && !strcmp(getenv("TMTRACE_EMPTY_PROBES"), "1");
+	cfg->sample = opt->sample;
+	l->max_samples = opt->sample ? opt->max_samples : 0;
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
 	cfg->abandon_ns = 2000000000ULL;
@@ -506,7 +510,8 @@ uint64_t loader_map_memory(const struct loader *l)
 	ids = (uint64_t)l->max_tracebacks * (48 + ((l->key_size + 7) & ~7ULL) + 8) + buckets * 8;
 	stats = (uint64_t)l->max_tracebacks * sizeof(struct tm_traceback_stats);
 	/* the ring buffer, and the LRU map of code objects sent (65536) */
-	return live + ids + stats + (4 << 20) + 65536ULL * (48 + sizeof(struct tm_raw_frame) + 8);
+	return live + ids + stats + (4 << 20) + 65536ULL * (48 + sizeof(struct tm_raw_frame) + 8) +
+	       l->max_samples * (48 + 8 + sizeof(struct tm_pool_sample)); /* allocated as used */
 }
 
 const struct tm_totals *loader_totals(const struct loader *l)
@@ -517,6 +522,11 @@ const struct tm_totals *loader_totals(const struct loader *l)
 const struct tm_traceback_stats *loader_traceback_stats(const struct loader *l, uint32_t id)
 {
 	return id < l->max_tracebacks ? &l->stats[id] : NULL;
+}
+
+uint32_t loader_pool_size(const struct loader *l)
+{
+	return l->skel->rodata->cfg.pymalloc.pool_size;
 }
 
 uint32_t loader_traceback_limit(const struct loader *l)
@@ -641,6 +651,38 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 	free(keys);
 	free(values);
 	return err ? err : loader_each_tracked(l, fn, ctx);
+}
+
+int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx)
+{
+	int fd = bpf_map__fd(l->skel->maps.pool_samples);
+	struct tm_pool_sample smp;
+	uint64_t key, next;
+	void *prev = NULL;
+	int err;
+
+	/* one per refilled pool (thousands, not millions): one at a time */
+	while (l->max_samples && bpf_map_get_next_key(fd, prev, &next) == 0) {
+		if (bpf_map_lookup_elem(fd, &next, &smp) == 0) {
+			err = fn(ctx, next, &smp);
+			if (err)
+				return err;
+		}
+		key = next;
+		prev = &key;
+	}
+	return 0;
+}
+
+void loader_drop_sample(struct loader *l, uint64_t pool, const struct tm_pool_sample *sample)
+{
+	int fd = bpf_map__fd(l->skel->maps.pool_samples);
+	struct tm_pool_sample now;
+
+	/* a refill between the look and the delete would be lost: a small
+	 * race, and the pool's next refill brings it back */
+	if (bpf_map_lookup_elem(fd, &pool, &now) == 0 && now.time == sample->time)
+		bpf_map_delete_elem(fd, &pool);
 }
 
 int loader_each_tracked(struct loader *l, loader_block_fn fn, void *ctx)

@@ -16,6 +16,9 @@ struct loader_options {
 	uint64_t max_blocks;
 	uint32_t max_tracebacks;
 	bool count_all_frames;
+	/* --sample: pool refills recorded in pool_samples, max_samples of them */
+	bool sample;
+	uint64_t max_samples;
 };
 
 /* Opens, configures and loads the BPF object for this target and plan. */
@@ -43,6 +46,8 @@ const struct tm_totals *loader_totals(const struct loader *l);
 /* {size, count} of traceback id (mmapped array); NULL past the end. */
 const struct tm_traceback_stats *loader_traceback_stats(const struct loader *l, uint32_t id);
 uint32_t loader_traceback_limit(const struct loader *l);
+/* pymalloc's POOL_SIZE in this target (bytes). */
+uint32_t loader_pool_size(const struct loader *l);
 
 /* The ring buffer of new tracebacks: fd to poll, and consume. */
 typedef int (*loader_traceback_fn)(void *ctx, uint32_t id, const struct tm_raw_stack *stack);
@@ -58,6 +63,11 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Every live block, in every domain, for snapshots with addresses. */
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
+/* --sample: every pool's latest refill (pool address, sample). */
+typedef int (*loader_sample_fn)(void *ctx, uint64_t pool, const struct tm_pool_sample *sample);
+int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx);
+/* Drops the sample of `pool` if it is still `sample` (not refilled since). */
+void loader_drop_sample(struct loader *l, uint64_t pool, const struct tm_pool_sample *sample);
 /* Only the blocks PyTraceMalloc_Track() put in domains other than 0. */
 int loader_each_tracked(struct loader *l, loader_block_fn fn, void *ctx);
 /* How many code objects died at this address (0 if none, or none yet). */

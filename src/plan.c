@@ -215,7 +215,7 @@ static int add_extra_sites(struct elf_file *ef, struct x86_code *code, struct pr
 		p->tracks = !err;
 	}
 	/* the installation of a hook, so the session probes it at once */
-	if (!err && !elf_find_symbol(ef, "PyMem_SetAllocator", &code_type, NULL))
+	if (!err && p->mode == PLAN_EXACT && !elf_find_symbol(ef, "PyMem_SetAllocator", &code_type, NULL))
 		err = add_first_insn_site(ef, code, p, code_type, TM_ROLE_SET_ALLOCATOR, TM_REG_NONE, TM_REG_NONE,
 					  "PyMem_SetAllocator");
 	/* tp_dealloc sits after ob_refcnt, ob_type, ob_size, tp_name,
@@ -337,6 +337,8 @@ int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *p, plan_hook_war
 	bool any = false;
 	int err;
 
+	if (p->mode == PLAN_SAMPLED)
+		return 0;
 	/* called often (every slot check): open the code only for a new hook */
 	for (int i = 0; i < p->nfns; i++)
 		any |= new_live_hook(p, &p->fns[i]);
@@ -351,13 +353,37 @@ int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *p, plan_hook_war
 	return err;
 }
 
-int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *p, char *why, size_t whylen)
+/* allocate_from_new_pool, for --sample: found in _PyObject_Malloc's code
+ * (3.9-3.11), else by its symbol (3.12+ keep pymalloc's state per
+ * interpreter, which pymalloc_find does not follow). 3.8 refills pools
+ * inside pymalloc_alloc itself: no function to probe. */
+static int find_new_pool_fn(struct elf_file *ef, struct x86_code *code, struct probe_plan *p, int obj_malloc,
+			    char *why, size_t whylen)
+{
+	struct pymalloc_info pm;
+
+	if (p->pm.new_pool_fn)
+		return 0;
+	if (obj_malloc >= 0 && !pymalloc_find(code, p->fns[obj_malloc].vaddr, &pm) && pm.new_pool_fn) {
+		p->pm.new_pool_fn = pm.new_pool_fn;
+		return 0;
+	}
+	if (!elf_find_symbol(ef, "allocate_from_new_pool", &p->pm.new_pool_fn, NULL))
+		return 0;
+	snprintf(why, whylen, "--sample needs pymalloc's allocate_from_new_pool(), not found in this "
+		 "build (CPython 3.8 has none; a stripped 3.12+ build has no symbol for it)");
+	return -ENOTSUP;
+}
+
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, struct probe_plan *p,
+	       char *why, size_t whylen)
 {
 	struct x86_code code;
 	struct cfi *cfi = NULL;
 	int err, obj_malloc = -1;
 
 	memset(p, 0, sizeof(*p));
+	p->mode = mode;
 	p->bias = bias;
 	err = alloc_functions_find(ef, pid, bias, p->fns, ALLOC_MAX_FUNCTIONS, &p->nfns);
 	if (err) {
@@ -387,9 +413,19 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 		    p->fns[i].kind != TM_CALL_REALLOC)
 			p->pm.raw_fns[p->fns[i].kind == TM_CALL_CALLOC] = p->fns[i].vaddr;
 
-	for (int i = 0; i < p->nfns && !err; i++)
+	if (mode == PLAN_SAMPLED) {
+		/* no prediction: pymalloc's own functions are not probed at all */
+		memset(p->pm.raw_fns, 0, sizeof(p->pm.raw_fns));
+		p->pm.usedpools = 0;
+		p->no_predict[0] = '\0';
+		err = find_new_pool_fn(ef, &code, p, obj_malloc, why, whylen);
+	}
+	for (int i = 0; i < p->nfns && !err; i++) {
+		if (mode == PLAN_SAMPLED && p->fns[i].family == TM_FAMILY_PYMALLOC)
+			continue;
 		err = add_function_sites(ef, &code, cfi, p, &p->fns[i], function_role(&p->fns[i], p->pm.usedpools));
-	if (!err && p->pm.usedpools) {
+	}
+	if (!err && (p->pm.usedpools || mode == PLAN_SAMPLED)) {
 		struct alloc_function newpool = { .kind = TM_CALL_MALLOC, .family = TM_FAMILY_PYMALLOC,
 						  .vaddr = p->pm.new_pool_fn };
 		const char *name = elf_symbol_at(ef, newpool.vaddr, NULL);
@@ -399,7 +435,10 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 	}
 	if (!err)
 		err = add_extra_sites(ef, &code, p);
-	if (!err)
+	/* A hook serves every domain: probing it would trace each pymalloc
+	 * allocation. --sample counts the raw domain at its default functions
+	 * (with tracemalloc inside, its own raw bookkeeping too). */
+	if (!err && mode == PLAN_EXACT)
 		err = add_known_hooks(ef, &code, cfi, p);
 	if (!err)
 		err = inlined_find(&code, ef, cfi, p->fns, p->nfns, &p->pm, &p->copies);
@@ -412,10 +451,13 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan 
 			p->covered[c->function]++;
 		if (c->verdict != INLINED_OK)
 			continue;
+		if (mode == PLAN_SAMPLED && p->fns[c->function].family == TM_FAMILY_PYMALLOC)
+			continue;
 		p->probed[c->function]++;
 		err = add_copy_sites(ef, &code, p, c, bias);
 	}
-	if (!err)
+	/* free-list reuse re-stamps only what is traced block by block */
+	if (!err && mode == PLAN_EXACT)
 		err = newref_find(&code, ef, &p->newrefs);
 	for (int i = 0; i < p->newrefs.count && !err; i++) {
 		struct probe_site *s = new_site(p);

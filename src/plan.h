@@ -26,7 +26,16 @@ struct probe_site {
 
 #define PLAN_MAX_HOOKS TM_MAX_HOOKS
 
+/* What the plan probes. */
+enum plan_mode {
+	PLAN_EXACT,   /* every allocation and free, as tracemalloc sees them */
+	/* --sample: the raw domain exactly; pymalloc only where a pool is
+	 * refilled (allocate_from_new_pool), its live blocks read lazily */
+	PLAN_SAMPLED,
+};
+
 struct probe_plan {
+	enum plan_mode mode;
 	struct alloc_function fns[ALLOC_MAX_FUNCTIONS];
 	int nfns;
 	/* Hook functions probed: tracemalloc's (by symbol, when the binary has
@@ -51,12 +60,12 @@ struct probe_plan {
 
 /* Builds the plan for the CPython binary `ef`. With pid > 0, the live
  * target is read to check hooks and pymalloc's state (bias: load bias). */
-int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, struct probe_plan *plan,
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, struct probe_plan *plan,
 	       char *why, size_t whylen);
 void plan_free(struct probe_plan *plan);
 /* Adds the sites of the hooks the live slots point to now (fns[].live,
  * refreshed by the caller) that have none yet; `warn` hears of each one
- * that cannot be probed. */
+ * that cannot be probed. Nothing in PLAN_SAMPLED mode (no hooks probed). */
 typedef void (*plan_hook_warning_fn)(const struct alloc_function *slot, int err);
 int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *plan, plan_hook_warning_fn warn);
 /* Number of probes (a uretprobe and an entry at one site count as two). */

@@ -9,9 +9,13 @@
 #include "x86.h"
 
 /* pool_header in Objects/obmalloc.c, the same from 3.8 to 3.13 */
+#define POOL_COUNT 0 /* blocks in use (ref.count) */
 #define POOL_FREEBLOCK 8
 #define POOL_NEXTPOOL 16
 #define POOL_SZIDX 36
+#define POOL_NEXTOFFSET 40    /* bytes from the pool to its first never-used block */
+#define POOL_MAXNEXTOFFSET 44 /* POOL_SIZE minus the block size */
+#define POOL_OVERHEAD 48      /* the header, rounded up to the alignment */
 #define PYMALLOC_SMALL_REQUEST_THRESHOLD 512
 #define PYMALLOC_ALIGNMENT_SHIFT 4
 #define PYMALLOC_SIZE_CLASSES (PYMALLOC_SMALL_REQUEST_THRESHOLD >> PYMALLOC_ALIGNMENT_SHIFT)

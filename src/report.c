@@ -76,6 +76,10 @@ static void print_text(const struct report *r)
 			(int)r->pid, r->python_version,
 			tm_format_size(cur, sizeof(cur), (double)r->current, false),
 			tm_format_size(peak, sizeof(peak), (double)r->peak, false));
+		if (r->sampled)
+			fprintf(r->out, "Sampled: pymalloc's blocks estimated from %" PRIu64 " refilled pools "
+				"(%" PRIu64 " samples still live); counts are blocks, sizes block sizes\n",
+				r->sample_pools, r->sample_live);
 	}
 	if (r->diffs)
 		fprintf(r->out, "Top %zu differences%s%s\n", shown, r->compared_with ? " against the " : "",
@@ -139,8 +143,12 @@ static void print_json(const struct report *r)
 	totals_of(r, 0, &total, &count);
 	fprintf(r->out, "{\"time\": %.6f, \"pid\": %d, \"python\": ", r->time, (int)r->pid);
 	json_string(r->out, r->python_version ? r->python_version : "");
-	fprintf(r->out, ", \"traced_memory\": {\"current\": %" PRId64 ", \"peak\": %" PRId64 "}, \"key_type\": \"%s\", \"stats\": [",
+	fprintf(r->out, ", \"traced_memory\": {\"current\": %" PRId64 ", \"peak\": %" PRId64 "}, \"key_type\": \"%s\"",
 		r->current, r->peak, report_key_name(r->key));
+	if (r->sampled)
+		fprintf(r->out, ", \"sampled\": {\"pools\": %" PRIu64 ", \"live_samples\": %" PRIu64 "}",
+			r->sample_pools, r->sample_live);
+	fputs(", \"stats\": [", r->out);
 	for (size_t i = 0; i < shown; i++) {
 		const struct tm_traceback *tb = stat_traceback(r, i);
 

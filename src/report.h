@@ -34,6 +34,9 @@ struct report {
 	const char *title;              /* header line instead of the live one (reports of files) */
 	const struct lost_counter *lost;
 	int nlost;
+	/* --sample: pymalloc's share is estimated from these pool samples */
+	bool sampled;
+	uint64_t sample_pools, sample_live;
 };
 
 void report_print(const struct report *r);

@@ -15,6 +15,7 @@
 #include "pytarget.h"
 #include "remote.h"
 #include "resolver.h"
+#include "sampled.h"
 #include "session.h"
 #include "syscheck.h"
 
@@ -31,6 +32,10 @@ struct session {
 	struct resolver *resolver;
 	struct srcline_cache *sources;
 	struct tm_snapshot *first, *previous; /* --compare: aggregated, filtered */
+	/* --sample: the last estimate's figures, and the highest total seen
+	 * (the peak between reports is not known in this mode) */
+	uint64_t sample_pools, sample_live;
+	int64_t sampled_current, sampled_peak;
 	char why[1024];
 };
 
@@ -201,6 +206,67 @@ static void fill_info(struct session *s, struct tm_snapshot *snap)
 	info->time = now_real();
 	info->traced_current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
 	info->traced_peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+	if (s->plan.mode == PLAN_SAMPLED) {
+		info->traced_current = s->sampled_current;
+		info->traced_peak = s->sampled_peak;
+	}
+}
+
+struct sample_list {
+	struct sampled_input *in;
+	size_t n, cap;
+};
+
+static int collect_sample(void *ctx, uint64_t pool, const struct tm_pool_sample *sample)
+{
+	struct sample_list *l = ctx;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		struct sampled_input *grown = realloc(l->in, cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		l->in = grown;
+		l->cap = cap;
+	}
+	l->in[l->n++] = (struct sampled_input){ .pool = pool, .sample = *sample };
+	return 0;
+}
+
+/* --sample: pymalloc's estimated live blocks, one trace per traceback, and
+ * the totals (raw blocks exact, pymalloc estimated). Pools that no longer
+ * speak for their sample leave the map. */
+static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, bool *recovered)
+{
+	struct sample_list list = { 0 };
+	struct sampled_estimate est;
+	int err = loader_each_sample(s->loader, collect_sample, &list);
+
+	if (!err)
+		err = sampled_estimate(s->target.pid, loader_pool_size(s->loader), list.in, list.n, &est);
+	if (err) {
+		free(list.in);
+		return err;
+	}
+	for (size_t i = 0; i < list.n; i++)
+		if (list.in[i].drop)
+			loader_drop_sample(s->loader, list.in[i].pool, &list.in[i].sample);
+	free(list.in);
+	for (size_t i = 0; i < est.nlines && !err; i++) {
+		struct tm_trace trace = { .size = est.lines[i].size, .count = est.lines[i].count };
+
+		trace.traceback = snapshot_traceback(s, snap, est.lines[i].traceback_id, recovered);
+		err = trace.traceback ? tm_snapshot_add_trace(snap, &trace) : -ENOMEM;
+	}
+	s->sample_pools = est.pools;
+	s->sample_live = est.live_samples;
+	s->sampled_current = __atomic_load_n(&loader_totals(s->loader)->current, __ATOMIC_RELAXED) +
+			     (int64_t)est.bytes;
+	if (s->sampled_current > s->sampled_peak)
+		s->sampled_peak = s->sampled_current;
+	sampled_estimate_free(&est);
+	return err;
 }
 
 struct block_snapshot {
@@ -244,6 +310,8 @@ static int write_snapshot(struct session *s, const char *path)
 		goto out;
 	}
 	err = loader_each_block(s->loader, add_block, &bs);
+	if (!err && s->plan.mode == PLAN_SAMPLED)
+		err = add_sampled_traces(s, bs.snap, &bs.recovered);
 	if (!err) {
 		fill_info(s, bs.snap);
 		err = tm_snapshot_write(bs.snap, path, fmt, s->target.minor, why, sizeof(why));
@@ -299,6 +367,8 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		err = bs.by_id ? loader_each_tracked(s->loader, add_block, &bs) : -ENOMEM;
 		free(bs.by_id);
 	}
+	if (!err && s->plan.mode == PLAN_SAMPLED)
+		err = add_sampled_traces(s, snap, &recovered);
 	if (!err && s->opt->filters.n) {
 		struct tm_snapshot *filtered = tm_snapshot_filter(snap, s->opt->filters.f, s->opt->filters.n);
 
@@ -352,6 +422,13 @@ static int print_report(struct session *s)
 	r.time = now_real();
 	r.current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
 	r.peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+	if (s->plan.mode == PLAN_SAMPLED) {
+		r.current = s->sampled_current;
+		r.peak = s->sampled_peak;
+		r.sampled = true;
+		r.sample_pools = s->sample_pools;
+		r.sample_live = s->sample_live;
+	}
 	r.stats = &stats;
 	if (base) {
 		r.diffs = &diffs;
@@ -594,6 +671,9 @@ int session_run(const struct session_options *opt)
 		.max_blocks = opt->max_blocks,
 		.max_tracebacks = opt->max_tracebacks,
 		.count_all_frames = opt->count_all_frames,
+		.sample = opt->sample,
+		/* a pool is 4 or 16 KiB: this many cover 256 MiB to 1 GiB of pools */
+		.max_samples = opt->max_blocks / 16 > 4096 ? opt->max_blocks / 16 : 4096,
 	};
 	int err, code = 1;
 
@@ -610,7 +690,8 @@ int session_run(const struct session_options *opt)
 		return code;
 	}
 	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
-	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, &s->plan, s->why, sizeof(s->why))) ||
+	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, opt->sample ? PLAN_SAMPLED : PLAN_EXACT,
+			       &s->plan, s->why, sizeof(s->why))) ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
 	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {
 		code = fail(s, err);

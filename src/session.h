@@ -24,6 +24,7 @@ struct session_options {
 	uint64_t max_blocks;
 	uint32_t max_tracebacks;
 	bool count_all_frames;
+	bool sample;            /* --sample: pymalloc from pool refills, estimated */
 	bool verbose;
 };
 

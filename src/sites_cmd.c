@@ -82,7 +82,7 @@ int sites_command(int argc, char **argv)
 		fprintf(stderr, "tmtrace: cannot open %s as an x86-64 ELF file: %s\n", argv[1], strerror(-err));
 		return 1;
 	}
-	err = plan_build(ef, 0, 0, &plan, why, sizeof(why));
+	err = plan_build(ef, 0, 0, PLAN_EXACT, &plan, why, sizeof(why));
 	if (err) {
 		fprintf(stderr, "tmtrace: %s: %s\n", argv[1], why);
 		elf_file_close(ef);

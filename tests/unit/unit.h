@@ -13,5 +13,6 @@ void register_linetable_tests(void);
 void register_fnmatch_tests(void);
 void register_snapfile_tests(void);
 void register_pickle_tests(void);
+void register_sampled_tests(void);
 
 #endif
