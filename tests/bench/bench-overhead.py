@@ -17,6 +17,8 @@ Configurations, interleaved per round:
   floor         tmtrace's probes, every one running an empty BPF program
                 (TMTRACE_EMPTY_PROBES=1): the cost of the traps alone
   tmt1, tmt25   tmtrace attached from outside, -n 1 or -n 25
+  smp1          tmtrace --sample -n 1: raw domain exact, pymalloc estimated
+                from pool refills
 
 For each it prints the median time and the slowdown against `none`; for
 tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
@@ -38,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TMTRACE = os.path.join(ROOT, "build", "tmtrace")
 WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000"),
              "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
-CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25"]
+CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1"]
 
 
 def default_pythons():
@@ -72,12 +74,13 @@ def run_once(python, workload, config):
                          stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.join(HERE, "workloads"))
     assert p.stdout.readline().strip() == "ready"
     tracer, notes = None, []
-    if config in ("floor", "tmt1", "tmt25"):
+    if config in ("floor", "tmt1", "tmt25", "smp1"):
         tenv = dict(os.environ)
         if config == "floor":
             tenv["TMTRACE_EMPTY_PROBES"] = "1"
         nframe = "25" if config == "tmt25" else "1"
-        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", "3600", "-n", nframe],
+        mode = ["--sample"] if config == "smp1" else []
+        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", "3600", "-n", nframe] + mode,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tenv)
         line = tracer.stderr.readline()
         if not line.startswith("tmtrace: attached"):
