@@ -17,7 +17,7 @@ static const char usage_text[] =
 	"Usage: tmtrace -p PID [options]\n"
 	"       tmtrace report FILE [options]   statistics, differences, filters of a\n"
 	"                               saved snapshot (tmtrace report --help)\n"
-	"       tmtrace sites FILE      list the probe sites tmtrace would use in a\n"
+	"       tmtrace sites [--sample] FILE  list the probe sites tmtrace would use in a\n"
 	"                               python executable or libpython, and why any\n"
 	"                               inlined allocator copy is not probed\n"
 	"\n"

@@ -73,8 +73,15 @@ int sites_command(int argc, char **argv)
 	char why[512] = "";
 	int err;
 
+	enum plan_mode mode = PLAN_EXACT;
+
+	if (argc == 3 && !strcmp(argv[1], "--sample")) {
+		mode = PLAN_SAMPLED;
+		argv++;
+		argc--;
+	}
 	if (argc != 2 || argv[1][0] == '-') {
-		fprintf(stderr, "tmtrace: usage: tmtrace sites FILE (a python executable or libpython)\n");
+		fprintf(stderr, "tmtrace: usage: tmtrace sites [--sample] FILE (a python executable or libpython)\n");
 		return 2;
 	}
 	err = elf_file_open(argv[1], &ef);
@@ -82,7 +89,7 @@ int sites_command(int argc, char **argv)
 		fprintf(stderr, "tmtrace: cannot open %s as an x86-64 ELF file: %s\n", argv[1], strerror(-err));
 		return 1;
 	}
-	err = plan_build(ef, 0, 0, PLAN_EXACT, &plan, why, sizeof(why));
+	err = plan_build(ef, 0, 0, mode, &plan, why, sizeof(why));
 	if (err) {
 		fprintf(stderr, "tmtrace: %s: %s\n", argv[1], why);
 		elf_file_close(ef);

@@ -470,9 +470,9 @@ NEWREF_FUNCTIONS_313 = {"_Py_NewReference", "_Py_NewReferenceNoTotal", "_Py_Resu
 
 
 class Audit:
-    def __init__(self, binary, minor):
+    def __init__(self, binary, minor, mode=()):
         self.binary, self.minor = binary, minor
-        sites, dis, frames = run_all((TMTRACE, "sites", binary),
+        sites, dis, frames = run_all((TMTRACE, "sites") + tuple(mode) + (binary,),
                                      ("objdump", "-d", "--no-show-raw-insn", "-M", "suffix", binary),
                                      ("readelf", "--debug-dump=frames-interp", binary))
         self.rows, self.notes = sites_of(sites)
@@ -858,6 +858,17 @@ def audit_build(name):
                     % (libc, os.path.basename(binary)))
     else:
         problems.append("the build maps no libc.so: cannot show that libc is not probed")
+    # --sample's plan: a subset of the sites above, plus allocate_from_new_pool
+    # found by symbol where the exact plan does not probe it (3.12+)
+    if b.minor >= 9:
+        sampled = Audit(binary, b.minor, ("--sample",)).run()
+        roles = {r["role"] for r in sampled.rows}
+        problems += ["--sample: " + p for p in sampled.problems]
+        if "newpool" not in roles or roles & {"predict", "newref", "realloc"}:
+            problems.append("--sample's plan has roles %s: it needs newpool and no per-allocation "
+                            "pymalloc site" % sorted(roles))
+        said.append("--sample: %d sites (%d emulated), roles %s" % (sampled.count["sites"],
+                    sampled.count["emulated"], ", ".join(sorted(roles))))
     check(not problems, "%d disagreements:\n  %s" % (len(problems), "\n  ".join(problems[:40])))
     print("     " + "\n     ".join(said))
 
