@@ -2,8 +2,11 @@
 attaches in between), run the work, print 'elapsed <seconds>', exit.
 
 TRACEMALLOC=N in the environment starts tracemalloc inside with N frames
-right before the work, the configuration tmtrace is compared with."""
+right before the work, the configuration tmtrace is compared with; with
+STATS=FILE its lineno statistics after the work go to FILE (JSON). HOLD=1
+keeps the process (and its memory) until stdin closes, for a last report."""
 
+import json
 import os
 import sys
 import time
@@ -20,4 +23,11 @@ def run(work):
     start = time.perf_counter()
     work()
     elapsed = time.perf_counter() - start
+    if frames and os.environ.get("STATS"):
+        import tracemalloc
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        with open(os.environ["STATS"], "w") as f:
+            json.dump([[s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count] for s in stats], f)
     print("elapsed %.6f" % elapsed, flush=True)
+    if os.environ.get("HOLD") == "1":
+        sys.stdin.read()
