@@ -40,27 +40,37 @@ def agree_with_tracemalloc(mine, theirs, skip=(), min_lines=8):
     return problems
 
 
-def counted_window(mine, theirs, lost):
+def counted_window(mine, theirs, lost, skip=()):
     """A stripped binary has no symbols for tracemalloc's hooks: tmtrace
     probes them when PyMem_SetAllocator() installs them, a few ms late.
     Calls through the hook until then are recorded at the default
-    functions, tracemalloc's bookkeeping with them, and counted as
-    unprobed_hook_calls. So: no line may have fewer blocks than
-    tracemalloc's, and what lines have too many is counted."""
-    problems, excess = [], 0
+    functions (tracemalloc's bookkeeping with them), and a call already in
+    the hook when its probe went in is not seen whole: each such call is
+    counted as one unprobed_hook_call, and can move at most one block, of
+    any size. So: every line over 16 KiB or 100 blocks within 1% in bytes
+    and blocks, or else off by blocks that the counted calls account for
+    (their sum over the file at most unprobed_hook_calls), and the file's
+    total within 1%."""
+    problems, moved = [], 0
     for line, (size, count) in theirs.items():
-        if size < MIN_SIZE and count < MIN_COUNT:
+        if line in skip or (size < MIN_SIZE and count < MIN_COUNT):
             continue
         got = mine.get(line, (0, 0))
-        if got[1] < count or got[0] < size:
-            problems.append("line %d: tmtrace %d B in %d blocks, tracemalloc %d B in %d"
-                            % (line, got[0], got[1], size, count))
-        excess += got[1] - count
-    if excess > lost.get("unprobed_hook_calls", 0) or excess > 0.05 * sum(c for _, c in theirs.values()):
-        problems.append("%d blocks more than tracemalloc, %d calls through the unprobed hook counted"
-                        % (excess, lost.get("unprobed_hook_calls", 0)))
-    print("     stripped binary: %d blocks over tracemalloc's, %d unprobed hook calls counted"
-          % (excess, lost.get("unprobed_hook_calls", 0)))
+        if abs(got[0] - size) <= TOLERANCE * size and abs(got[1] - count) <= TOLERANCE * count:
+            continue
+        if got[1] == count:
+            problems.append("line %d: tmtrace %d B in %d blocks, tracemalloc %d B in %d: bytes differ "
+                            "with no block moved" % (line, got[0], got[1], size, count))
+        moved += abs(got[1] - count)
+    unprobed = lost.get("unprobed_hook_calls", 0)
+    if moved > unprobed or moved > 0.05 * sum(c for _, c in theirs.values()):
+        problems.append("%d blocks moved from tracemalloc's lines, %d calls through the unprobed hook counted"
+                        % (moved, unprobed))
+    a, b = file_total(mine, skip), file_total(theirs, skip)
+    if not (abs(a - b) <= TOLERANCE * max(a, b)):
+        problems.append("file total: tmtrace %d B, tracemalloc %d B" % (a, b))
+    print("     stripped binary: %d blocks moved beyond 1%%, %d unprobed hook calls counted; file total %d B, "
+          "tracemalloc %d B" % (moved, unprobed, a, b))
     return problems
 
 
@@ -97,8 +107,8 @@ def tracemalloc_inside(variant):
                 problems += expect_exact("%s line %d (%d bytes objects, tracemalloc not running)"
                                          % (name, line, n), mine.get(line),
                                          (n * (33 + base) + n * (n - 1) // 2, n))
-        if variant == "tracemalloc" and build == "debian-3.11":
-            problems += counted_window(mine, theirs, report["lost"])
+        if variant in ("tracemalloc", "mid") and build == "debian-3.11":
+            problems += counted_window(mine, theirs, report["lost"], skip=skip)
         else:
             problems += agree_with_tracemalloc(mine, theirs, skip=skip)
         # tracemalloc's own bookkeeping, if counted, would also show as
