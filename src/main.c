@@ -49,7 +49,7 @@ static const char usage_text[] =
 	"      --max-tracebacks N distinct tracebacks kept (default 65536)\n"
 	"      --total-nframe     walk whole stacks to count total_nframe exactly\n"
 	"                         (slower on deep stacks)\n"
-	"  -v, --verbose          list every probe site at attach time\n"
+	"  -v, --verbose          list every probe site at attach time, time each report and snapshot\n"
 	"  -h, --help             this help\n"
 	"      --version          print the version\n"
 	"\n"

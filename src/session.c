@@ -234,6 +234,7 @@ static int write_snapshot(struct session *s, const char *path)
 	enum tm_file_format fmt = len >= 7 && !strcmp(path + len - 7, ".pickle") ? TM_FORMAT_PICKLE
 										 : TM_FORMAT_TMTRACE;
 	char why[512] = "";
+	double start = now_monotonic(), collected;
 	int err;
 
 	loader_consume(s->loader, on_new_traceback, s);
@@ -244,10 +245,14 @@ static int write_snapshot(struct session *s, const char *path)
 		goto out;
 	}
 	err = loader_each_block(s->loader, add_block, &bs);
+	collected = now_monotonic();
 	if (!err) {
 		fill_info(s, bs.snap);
 		err = tm_snapshot_write(bs.snap, path, fmt, s->target.minor, why, sizeof(why));
 	}
+	if (!err && s->opt->verbose)
+		fprintf(stderr, "tmtrace: snapshot of %zu blocks: taken in %.3f s, written in %.3f s\n",
+			tm_snapshot_trace_count(bs.snap), collected - start, now_monotonic() - collected);
 	if (err)
 		fprintf(stderr, "tmtrace: cannot write snapshot %s: %s\n", path, why[0] ? why : strerror(-err));
 out:
@@ -325,10 +330,12 @@ static int print_report(struct session *s)
 	struct tm_statistic_diffs diffs = { 0 };
 	struct tm_snapshot *snap, *base = NULL;
 	struct report r = { 0 };
+	double start = now_monotonic(), built, grouped;
 	int err = build_snapshot(s, &snap);
 
 	if (err)
 		return err;
+	built = now_monotonic();
 	if (s->opt->compare == COMPARE_FIRST)
 		base = s->first ? s->first : snap;
 	else if (s->opt->compare == COMPARE_PREVIOUS)
@@ -339,6 +346,7 @@ static int print_report(struct session *s)
 		tm_snapshot_free(snap);
 		return err;
 	}
+	grouped = now_monotonic();
 	for (int i = 0; i < TM_LOST_COUNT; i++)
 		lost[i] = (struct lost_counter){ names[i], __atomic_load_n(&tot->lost[i], __ATOMIC_RELAXED) };
 	lost[TM_LOST_COUNT] = (struct lost_counter){ "unresolved_frames", resolver_unresolved(s->resolver) };
@@ -361,6 +369,9 @@ static int print_report(struct session *s)
 	r.nlost = TM_LOST_COUNT + 1;
 	srcline_refresh(s->sources);
 	report_print(&r);
+	if (s->opt->verbose)
+		fprintf(stderr, "tmtrace: report of %zu traces: built in %.6f s, grouped in %.6f s, printed in %.6f s\n",
+			tm_snapshot_trace_count(snap), built - start, grouped - built, now_monotonic() - grouped);
 	tm_statistics_free(&stats);
 	tm_statistic_diffs_free(&diffs);
 	/* keep what later comparisons need */
