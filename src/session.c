@@ -154,10 +154,37 @@ static void print_site_hits(struct session *s)
 	}
 }
 
+/* The resolver's filenames, interned in one snapshot. The resolver interns
+ * them too (one pointer per content), so a snapshot looks each up by
+ * pointer and hashes its bytes once, not once per frame: with -n 25,
+ * hashing a path for each frame of every traceback was most of a report's
+ * time. Direct-mapped; a collision only costs an intern. */
+#define NAME_CACHE_SIZE 256
+
+struct name_cache {
+	const char *from[NAME_CACHE_SIZE];
+	const char *to[NAME_CACHE_SIZE];
+};
+
+static const char *snapshot_name(struct tm_snapshot *snap, struct name_cache *c, const char *name)
+{
+	size_t i = (size_t)(((uintptr_t)name * 0x9e3779b97f4a7c15ULL) >> 56) % NAME_CACHE_SIZE;
+
+	if (c->from[i] != name) {
+		const char *interned = tm_snapshot_intern(snap, name);
+
+		if (!interned)
+			return NULL;
+		c->from[i] = name;
+		c->to[i] = interned;
+	}
+	return c->to[i];
+}
+
 /* The resolved traceback of BPF id `id`, interned in `snap`; <unknown>
  * when BPF never reported it even after a walk of its map. */
-static const struct tm_traceback *snapshot_traceback(struct session *s, struct tm_snapshot *snap, uint32_t id,
-						     bool *recovered)
+static const struct tm_traceback *snapshot_traceback(struct session *s, struct tm_snapshot *snap,
+						     struct name_cache *names, uint32_t id, bool *recovered)
 {
 	const struct resolved_traceback *rtb = resolver_get(s->resolver, id);
 	struct tm_frame frames[TM_MAX_NFRAME];
@@ -183,7 +210,7 @@ static const struct tm_traceback *snapshot_traceback(struct session *s, struct t
 		return frames[0].filename ? tm_snapshot_traceback(snap, frames, 1, 1) : NULL;
 	}
 	for (uint32_t i = 0; i < rtb->nframe; i++) {
-		frames[i].filename = tm_snapshot_intern(snap, rtb->frames[i].filename);
+		frames[i].filename = snapshot_name(snap, names, rtb->frames[i].filename);
 		frames[i].lineno = rtb->frames[i].lineno;
 		if (!frames[i].filename)
 			return NULL;
@@ -209,6 +236,7 @@ struct block_snapshot {
 	const struct tm_traceback **by_id;
 	uint32_t limit;
 	bool recovered;
+	struct name_cache names;
 };
 
 static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
@@ -218,7 +246,7 @@ static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
 	struct tm_trace t = { .address = address, .size = b->size, .count = 1, .domain = b->domain };
 
 	if (!bs->by_id[id])
-		bs->by_id[id] = snapshot_traceback(bs->s, bs->snap, id, &bs->recovered);
+		bs->by_id[id] = snapshot_traceback(bs->s, bs->snap, &bs->names, id, &bs->recovered);
 	if (!bs->by_id[id])
 		return -ENOMEM;
 	t.traceback = bs->by_id[id];
@@ -269,7 +297,9 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 	uint32_t limit = loader_traceback_limit(s->loader);
 	uint64_t next = __atomic_load_n(&tot->next_traceback_id, __ATOMIC_RELAXED) + 1;
 	struct tm_snapshot *snap = tm_snapshot_new(s->opt->nframe);
-	bool recovered = false;
+	/* blocks PyTraceMalloc_Track() put in other domains come after the
+	 * aggregated traces, one trace each, with the same names */
+	struct block_snapshot bs = { .s = s, .snap = snap, .limit = limit };
 	int err = 0;
 
 	if (!snap)
@@ -287,7 +317,7 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		count = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
 		if (count <= 0)
 			continue;
-		trace.traceback = snapshot_traceback(s, snap, id, &recovered);
+		trace.traceback = snapshot_traceback(s, snap, &bs.names, id, &bs.recovered);
 		if (!trace.traceback) {
 			err = -ENOMEM;
 			break;
@@ -297,9 +327,6 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		err = tm_snapshot_add_trace(snap, &trace);
 	}
 	if (!err) {
-		/* blocks PyTraceMalloc_Track() put in other domains, one trace each */
-		struct block_snapshot bs = { .s = s, .snap = snap, .limit = limit };
-
 		bs.by_id = calloc(limit, sizeof(*bs.by_id));
 		err = bs.by_id ? loader_each_tracked(s->loader, add_block, &bs) : -ENOMEM;
 		free(bs.by_id);
