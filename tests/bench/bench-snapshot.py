@@ -6,7 +6,7 @@ run; repeat with --rounds).
 
 usage: sudo tests/bench/bench-snapshot.py [--rounds N] [--python PATH] [--blocks N]
                                           [--depth D] [--nframe N]... [--interval S]
-                                          [--intervals K] [--snapshots R]
+                                          [--intervals K] [--snapshots R] [--tmtrace PATH]
 
 The target (tests/bench/workloads/live.py) waits while tmtrace attaches,
 then makes --blocks small live blocks (object()) from one line reached
@@ -28,7 +28,8 @@ snapshot on stderr):
            live block as tracemalloc's pickle; the same CPU figures, and
            the take and write times of each.
 
-Figures only: nothing here is an assertion."""
+--tmtrace (repeatable) runs other builds, a copy of an older commit say,
+interleaved with each other in every round: a before/after comparison. Figures only: nothing here is an assertion."""
 
 import argparse
 import glob
@@ -65,8 +66,8 @@ class Tracer:
     """tmtrace -v on the target; its stderr read in a thread, each report
     and snapshot line recorded with tmtrace's CPU time when it appeared."""
 
-    def __init__(self, pid, nframe, interval, output, cwd):
-        args = [TMTRACE, "-p", str(pid), "-v", "-n", str(nframe), "-i", str(interval)]
+    def __init__(self, tmtrace, pid, nframe, interval, output, cwd):
+        args = [tmtrace, "-p", str(pid), "-v", "-n", str(nframe), "-i", str(interval)]
         if output:
             args += ["-o", output]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd)
@@ -123,13 +124,13 @@ class Tracer:
         self.proc.wait(120)
 
 
-def run_config(args, nframe, mode, tmp):
+def run_config(args, tmtrace, nframe, mode, tmp):
     live = os.path.join(HERE, "workloads", "live.py")
     target = subprocess.Popen([args.python, live, str(args.blocks), str(args.depth)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, "workloads"))
     assert target.stdout.readline().strip() == "ready"
     output = os.path.join(tmp, "live.pickle") if mode == "pickle" else None
-    tracer = Tracer(target.pid, nframe, args.interval, output, tmp)
+    tracer = Tracer(tmtrace, target.pid, nframe, args.interval, output, tmp)
     res = {}
     try:
         res["empty_cpu"], res["empty_report"] = tracer.cpu_share(args.intervals, args.interval)
@@ -157,7 +158,7 @@ def run_config(args, nframe, mode, tmp):
                 times = []
                 for _ in range(3):
                     t = time.monotonic()
-                    subprocess.run([TMTRACE, "report", files[-1]], stdout=subprocess.DEVNULL, check=True)
+                    subprocess.run([tmtrace, "report", files[-1]], stdout=subprocess.DEVNULL, check=True)
                     times.append(time.monotonic() - t)
                 res["report_cmd"] = min(times)
                 for f in files:
@@ -182,35 +183,41 @@ def main():
     ap.add_argument("--intervals", type=int, default=3)
     ap.add_argument("--snapshots", type=int, default=3)
     ap.add_argument("--mode", action="append", choices=["report", "pickle"])
+    ap.add_argument("--tmtrace", action="append")
     args = ap.parse_args()
     nframes = args.nframe or [1, 25]
     modes = args.mode or ["report", "pickle"]
+    tracers = args.tmtrace or [TMTRACE]
     print("tmtrace snapshots and reports: %s, %d blocks over %d tracebacks, -i %g, %d rounds"
           % (args.python, args.blocks, 1 << args.depth, args.interval, args.rounds), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
             for nframe in nframes:
                 for mode in modes:
-                    r = run_config(args, nframe, mode, tmp)
-                    snaps = r.get("snaps") or [(0, 0.0, 0.0)]
-                    print("\nround %d, -n %d, %s (target built its blocks in %.1f s)" % (rnd + 1, nframe, mode,
-                                                                                         r["build"]))
-                    for what in ("empty", "full"):
-                        rep = r[what + "_report"]
-                        print("  %-5s report: %5.2f%% of a core over %d intervals; median report: %d traces, "
-                              "built %.4f s, grouped %.4f s, printed %.4f s"
-                              % (what, r[what + "_cpu"], args.intervals, rep[0], rep[1], rep[2], rep[3]))
-                    print("  full/empty CPU: %.2fx" % (r["full_cpu"] / r["empty_cpu"] if r["empty_cpu"] else 0))
-                    print("  snapshot (%s): %d blocks, taken in %s s (median %.3f), written in %s s (median %.3f)"
-                          % ("pickle, at each report" if mode == "pickle" else "tmtrace format, SIGUSR1",
-                             snaps[-1][0], " ".join("%.3f" % s[1] for s in snaps), statistics.median(s[1] for s in snaps),
-                             " ".join("%.3f" % s[2] for s in snaps), statistics.median(s[2] for s in snaps)))
-                    if "file_bytes" in r:
-                        print("  file: %.1f MiB" % (r["file_bytes"] / 2**20))
-                    if "report_cmd" in r:
-                        print("  tmtrace report FILE (load, group, print): %.3f s" % r["report_cmd"])
-                    sys.stdout.flush()
+                    for tmtrace in tracers:
+                        r = run_config(args, tmtrace, nframe, mode, tmp)
+                        title = "round %d, -n %d, %s" % (rnd + 1, nframe, mode)
+                        print_result(args, title + (", " + tmtrace if len(tracers) > 1 else ""), mode, r)
 
+
+def print_result(args, title, mode, r):
+    snaps = r.get("snaps") or [(0, 0.0, 0.0)]
+    print("\n%s (target built its blocks in %.1f s)" % (title, r["build"]))
+    for what in ("empty", "full"):
+        rep = r[what + "_report"]
+        print("  %-5s report: %5.2f%% of a core over %d intervals; median report: %d traces, "
+              "built %.4f s, grouped %.4f s, printed %.4f s"
+              % (what, r[what + "_cpu"], args.intervals, rep[0], rep[1], rep[2], rep[3]))
+    print("  full/empty CPU: %.2fx" % (r["full_cpu"] / r["empty_cpu"] if r["empty_cpu"] else 0))
+    print("  snapshot (%s): %d blocks, taken in %s s (median %.3f), written in %s s (median %.3f)"
+          % ("pickle, at each report" if mode == "pickle" else "tmtrace format, SIGUSR1",
+             snaps[-1][0], " ".join("%.3f" % s[1] for s in snaps), statistics.median(s[1] for s in snaps),
+             " ".join("%.3f" % s[2] for s in snaps), statistics.median(s[2] for s in snaps)))
+    if "file_bytes" in r:
+        print("  file: %.1f MiB" % (r["file_bytes"] / 2**20))
+    if "report_cmd" in r:
+        print("  tmtrace report FILE (load, group, print): %.3f s" % r["report_cmd"])
+    sys.stdout.flush()
 
 if __name__ == "__main__":
     sys.exit(main())
