@@ -159,10 +159,37 @@ static void print_site_hits(struct session *s)
 	}
 }
 
+/* The resolver's filenames, interned in one snapshot. The resolver interns
+ * them too (one pointer per content), so a snapshot looks each up by
+ * pointer and hashes its bytes once, not once per frame: with -n 25,
+ * hashing a path for each frame of every traceback was most of a report's
+ * time. Direct-mapped; a collision only costs an intern. */
+#define NAME_CACHE_SIZE 256
+
+struct name_cache {
+	const char *from[NAME_CACHE_SIZE];
+	const char *to[NAME_CACHE_SIZE];
+};
+
+static const char *snapshot_name(struct tm_snapshot *snap, struct name_cache *c, const char *name)
+{
+	size_t i = (size_t)(((uintptr_t)name * 0x9e3779b97f4a7c15ULL) >> 56) % NAME_CACHE_SIZE;
+
+	if (c->from[i] != name) {
+		const char *interned = tm_snapshot_intern(snap, name);
+
+		if (!interned)
+			return NULL;
+		c->from[i] = name;
+		c->to[i] = interned;
+	}
+	return c->to[i];
+}
+
 /* The resolved traceback of BPF id `id`, interned in `snap`; <unknown>
  * when BPF never reported it even after a walk of its map. */
-static const struct tm_traceback *snapshot_traceback(struct session *s, struct tm_snapshot *snap, uint32_t id,
-						     bool *recovered)
+static const struct tm_traceback *snapshot_traceback(struct session *s, struct tm_snapshot *snap,
+						     struct name_cache *names, uint32_t id, bool *recovered)
 {
 	const struct resolved_traceback *rtb = resolver_get(s->resolver, id);
 	struct tm_frame frames[TM_MAX_NFRAME];
@@ -188,7 +215,7 @@ static const struct tm_traceback *snapshot_traceback(struct session *s, struct t
 		return frames[0].filename ? tm_snapshot_traceback(snap, frames, 1, 1) : NULL;
 	}
 	for (uint32_t i = 0; i < rtb->nframe; i++) {
-		frames[i].filename = tm_snapshot_intern(snap, rtb->frames[i].filename);
+		frames[i].filename = snapshot_name(snap, names, rtb->frames[i].filename);
 		frames[i].lineno = rtb->frames[i].lineno;
 		if (!frames[i].filename)
 			return NULL;
@@ -275,6 +302,7 @@ struct block_snapshot {
 	const struct tm_traceback **by_id;
 	uint32_t limit;
 	bool recovered;
+	struct name_cache names;
 };
 
 static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
@@ -284,7 +312,7 @@ static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
 	struct tm_trace t = { .address = address, .size = b->size, .count = 1, .domain = b->domain };
 
 	if (!bs->by_id[id])
-		bs->by_id[id] = snapshot_traceback(bs->s, bs->snap, id, &bs->recovered);
+		bs->by_id[id] = snapshot_traceback(bs->s, bs->snap, &bs->names, id, &bs->recovered);
 	if (!bs->by_id[id])
 		return -ENOMEM;
 	t.traceback = bs->by_id[id];
@@ -300,6 +328,7 @@ static int write_snapshot(struct session *s, const char *path)
 	enum tm_file_format fmt = len >= 7 && !strcmp(path + len - 7, ".pickle") ? TM_FORMAT_PICKLE
 										 : TM_FORMAT_TMTRACE;
 	char why[512] = "";
+	double start = now_monotonic(), collected;
 	int err;
 
 	loader_consume(s->loader, on_new_traceback, s);
@@ -312,10 +341,14 @@ static int write_snapshot(struct session *s, const char *path)
 	err = loader_each_block(s->loader, add_block, &bs);
 	if (!err && s->plan.mode == PLAN_SAMPLED)
 		err = add_sampled_traces(s, bs.snap, &bs.recovered);
+	collected = now_monotonic();
 	if (!err) {
 		fill_info(s, bs.snap);
 		err = tm_snapshot_write(bs.snap, path, fmt, s->target.minor, why, sizeof(why));
 	}
+	if (!err && s->opt->verbose)
+		fprintf(stderr, "tmtrace: snapshot of %zu blocks: taken in %.3f s, written in %.3f s\n",
+			tm_snapshot_trace_count(bs.snap), collected - start, now_monotonic() - collected);
 	if (err)
 		fprintf(stderr, "tmtrace: cannot write snapshot %s: %s\n", path, why[0] ? why : strerror(-err));
 out:
@@ -332,7 +365,9 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 	uint32_t limit = loader_traceback_limit(s->loader);
 	uint64_t next = __atomic_load_n(&tot->next_traceback_id, __ATOMIC_RELAXED) + 1;
 	struct tm_snapshot *snap = tm_snapshot_new(s->opt->nframe);
-	bool recovered = false;
+	/* blocks PyTraceMalloc_Track() put in other domains come after the
+	 * aggregated traces, one trace each, with the same names */
+	struct block_snapshot bs = { .s = s, .snap = snap, .limit = limit };
 	int err = 0;
 
 	if (!snap)
@@ -350,7 +385,7 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		count = __atomic_load_n(&st->count, __ATOMIC_RELAXED);
 		if (count <= 0)
 			continue;
-		trace.traceback = snapshot_traceback(s, snap, id, &recovered);
+		trace.traceback = snapshot_traceback(s, snap, &bs.names, id, &bs.recovered);
 		if (!trace.traceback) {
 			err = -ENOMEM;
 			break;
@@ -360,9 +395,6 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		err = tm_snapshot_add_trace(snap, &trace);
 	}
 	if (!err) {
-		/* blocks PyTraceMalloc_Track() put in other domains, one trace each */
-		struct block_snapshot bs = { .s = s, .snap = snap, .limit = limit };
-
 		bs.by_id = calloc(limit, sizeof(*bs.by_id));
 		err = bs.by_id ? loader_each_tracked(s->loader, add_block, &bs) : -ENOMEM;
 		free(bs.by_id);
@@ -395,10 +427,12 @@ static int print_report(struct session *s)
 	struct tm_statistic_diffs diffs = { 0 };
 	struct tm_snapshot *snap, *base = NULL;
 	struct report r = { 0 };
+	double start = now_monotonic(), built, grouped;
 	int err = build_snapshot(s, &snap);
 
 	if (err)
 		return err;
+	built = now_monotonic();
 	if (s->opt->compare == COMPARE_FIRST)
 		base = s->first ? s->first : snap;
 	else if (s->opt->compare == COMPARE_PREVIOUS)
@@ -409,6 +443,7 @@ static int print_report(struct session *s)
 		tm_snapshot_free(snap);
 		return err;
 	}
+	grouped = now_monotonic();
 	for (int i = 0; i < TM_LOST_COUNT; i++)
 		lost[i] = (struct lost_counter){ names[i], __atomic_load_n(&tot->lost[i], __ATOMIC_RELAXED) };
 	lost[TM_LOST_COUNT] = (struct lost_counter){ "unresolved_frames", resolver_unresolved(s->resolver) };
@@ -438,6 +473,9 @@ static int print_report(struct session *s)
 	r.nlost = TM_LOST_COUNT + 1;
 	srcline_refresh(s->sources);
 	report_print(&r);
+	if (s->opt->verbose)
+		fprintf(stderr, "tmtrace: report of %zu traces: built in %.6f s, grouped in %.6f s, printed in %.6f s\n",
+			tm_snapshot_trace_count(snap), built - start, grouped - built, now_monotonic() - grouped);
 	tm_statistics_free(&stats);
 	tm_statistic_diffs_free(&diffs);
 	/* keep what later comparisons need */
