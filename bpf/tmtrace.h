@@ -357,7 +357,7 @@ struct tm_config {
 	__u32 nsites;
 	__u32 empty_probes; /* benchmark floor: every probe returns at once */
 	__u32 sample;       /* --sample: pool refills are samples (pool_samples) */
-	__u32 pad;
+	__u32 code_deaths_probed; /* a dead code object's address reuse is seen */
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

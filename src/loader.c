@@ -243,6 +243,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	/* tests/bench: the same probes with a program that does nothing */
 	cfg->empty_probes = getenv("TMTRACE_EMPTY_PROBES") && !strcmp(getenv("TMTRACE_EMPTY_PROBES"), "1");
 	cfg->sample = opt->sample;
+	cfg->code_deaths_probed = plan->code_deaths;
 	l->max_samples = opt->sample ? opt->max_samples : 0;
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
