@@ -917,13 +917,39 @@ static __always_inline void push_pending(struct tm_thread *t, __u32 site, __u64 
  * block of the size class's first used pool. Exact under the GIL, which
  * every pymalloc allocation holds. 0: the pool list is empty (a new pool
  * comes from allocate_from_new_pool), or the state was unreadable. */
-static __always_inline __u64 predict_block(__u64 size, bool *empty)
+static __always_inline __u64 usedpools_now(struct tm_thread *t)
+{
+	__u64 tstate, interp = 0, flags = 0, state = 0;
+
+	if (cfg.pymalloc.usedpools)
+		return cfg.pymalloc.usedpools;
+	/* 3.12+: get_state() of Objects/obmalloc.c, for the thread holding
+	 * the GIL (_Py_tss_tstate) */
+	tstate = current_tstate(t);
+	if (!tstate || bpf_probe_read_user(&interp, sizeof(interp), (void *)(tstate + cfg.pymalloc.tstate_interp)) ||
+	    !interp)
+		return 0;
+	if (cfg.pymalloc.per_interp == 12) {
+		if (bpf_probe_read_user(&flags, sizeof(flags), (void *)(interp + cfg.pymalloc.interp_feature_flags)))
+			return 0;
+		if ((flags & cfg.pymalloc.use_main_obmalloc) &&
+		    bpf_probe_read_user(&interp, sizeof(interp),
+					(void *)(cfg.py.runtime_addr + cfg.py.runtime_interpreters_main)))
+			return 0;
+		return interp + cfg.pymalloc.interp_obmalloc;
+	}
+	if (bpf_probe_read_user(&state, sizeof(state), (void *)(interp + cfg.pymalloc.interp_obmalloc)) || !state)
+		return 0;
+	return state + cfg.pymalloc.obmalloc_used;
+}
+
+static __always_inline __u64 predict_block(struct tm_thread *t, __u64 size, bool *empty)
 {
 	__u64 index = (size - 1) >> cfg.pymalloc.alignment_shift;
-	__u64 pool = 0, next = 0, block = 0;
+	__u64 pool = 0, next = 0, block = 0, usedpools = usedpools_now(t);
 
 	*empty = false;
-	if (bpf_probe_read_user(&pool, sizeof(pool), (void *)(cfg.pymalloc.usedpools + index * 16)) ||
+	if (!usedpools || bpf_probe_read_user(&pool, sizeof(pool), (void *)(usedpools + index * 16)) ||
 	    bpf_probe_read_user(&next, sizeof(next), (void *)(pool + cfg.pymalloc.pool_nextpool))) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
@@ -1055,7 +1081,7 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 		/* 0 and large sizes go to the raw domain, which records them */
 		if (a - 1 >= cfg.pymalloc.small_threshold)
 			return 0;
-		block = predict_block(a, &empty);
+		block = predict_block(t, a, &empty);
 		if (empty)
 			push_pending(t, id, ctx->sp, a, 1, 1, false);
 		else if (block && armed)

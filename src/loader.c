@@ -255,6 +255,16 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->pymalloc.pool_nextpool = POOL_NEXTPOOL;
 	cfg->pymalloc.pool_szidx = POOL_SZIDX;
 	cfg->pymalloc.pool_size = t->minor >= 10 ? 16384 : 4096;
+	if (plan->pm.per_interp) {
+		const struct py_offsets *o = t->offsets;
+
+		cfg->pymalloc.per_interp = t->minor == 12 ? 12 : 13;
+		cfg->pymalloc.tstate_interp = o->tstate_interp;
+		cfg->pymalloc.interp_obmalloc = o->interp_obmalloc;
+		cfg->pymalloc.obmalloc_used = o->obmalloc_used == PYOFF_NONE ? 0 : o->obmalloc_used;
+		cfg->pymalloc.interp_feature_flags = o->interp_feature_flags;
+		cfg->pymalloc.use_main_obmalloc = o->rtflags_use_main_obmalloc;
+	}
 	err = fill_layout(t, &cfg->py, why, whylen);
 	if (err)
 		goto fail;
