@@ -32,6 +32,9 @@ volatile __u32 hooks_seen = 0;
 /* Set once a code object died: from then on frames look their code
  * address's generation up. */
 volatile __u32 code_deaths = 0;
+/* Code objects that died so far: a thread's cached reading of a code
+ * object is good while this has not moved. */
+volatile __u64 code_death_count = 0;
 /* Hook functions (addresses in the target) that have probes. */
 volatile __u64 hook_fns[TM_MAX_HOOKS] = {};
 
@@ -129,6 +132,20 @@ struct tm_thread {
 	__u32 pad;
 	struct tm_pending stack[TM_PENDING];
 	__u64 tstate, tstate_fsbase;
+	/* The last code object this thread's frames read, and what its
+	 * window gave: a loop allocates from one code object again and again.
+	 * Good while code_death_count is what it was (a dead code object's
+	 * address may be reused), and only when code deaths are probed. */
+	__u64 last_code, last_code_epoch;
+	__u32 last_fingerprint;  /* generation folded in */
+	__s32 last_firsttraceable;
+	/* The last traceback this thread interned (one frame), and its id:
+	 * ids are never taken back. */
+	struct tm_raw_frame last_frame;
+	__u32 last_id;
+	__u16 last_nframe, last_total;
+	__u32 last_truncated;
+	__u32 pad2;
 };
 
 /* Hits per probe site, for --verbose and the benchmarks. */
@@ -351,6 +368,7 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 
 struct frame_walk {
 	__u64 frame;
+	struct tm_thread *t;
 	__u32 nframe;
 	__u32 total;
 	__u32 truncated;
@@ -368,9 +386,11 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 {
 	__u32 zero = 0;
 	struct tm_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	__u64 code, back, instr = 0;
+	__u64 code, back, instr = 0, epoch;
+	struct tm_thread *t;
+	__u32 n, fingerprint;
+	__s32 firsttraceable;
 	__s64 lasti;
-	__u32 n;
 
 	if (!s || !w->frame)
 		return 1;
@@ -380,10 +400,35 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 		goto unreadable;
 	code = load_u64(s->frame_window, cfg.py.frame_code);
 	back = load_u64(s->frame_window, cfg.py.frame_back);
-	if (!code ||
-	    bpf_probe_read_user(s->code_window, cfg.py.code_window_len & (TM_CODE_WINDOW - 1),
-				(void *)(code + cfg.py.code_window_start)))
+	if (!code)
 		goto unreadable;
+	t = w->t;
+	if (t && cfg.code_deaths_probed && code == t->last_code && t->last_code_epoch == code_death_count) {
+		fingerprint = t->last_fingerprint;
+		firsttraceable = t->last_firsttraceable;
+	} else {
+		/* the count before the reading: a death meanwhile is seen next time */
+		epoch = code_death_count;
+		if (bpf_probe_read_user(s->code_window, cfg.py.code_window_len & (TM_CODE_WINDOW - 1),
+					(void *)(code + cfg.py.code_window_start)))
+			goto unreadable;
+		fingerprint = code_fingerprint(s->code_window);
+		if (code_deaths) {
+			__u64 *gen = bpf_map_lookup_elem(&code_generations, &code);
+
+			if (gen)
+				fingerprint = tm_fingerprint_with_generation(fingerprint, *gen);
+		}
+		firsttraceable = cfg.py.code_firsttraceable != ~0u
+					 ? *(__s32 *)(s->code_window + (cfg.py.code_firsttraceable & (TM_CODE_WINDOW - 4)))
+					 : 0;
+		if (t) {
+			t->last_code = code;
+			t->last_code_epoch = epoch;
+			t->last_fingerprint = fingerprint;
+			t->last_firsttraceable = firsttraceable;
+		}
+	}
 
 	if (cfg.py.frame_model == 1) {
 		/* PyFrameObject: f_lasti is an int (bytes in 3.8/3.9, code
@@ -411,7 +456,7 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 		/* An incomplete frame (still in its prologue) is skipped, and
 		 * not counted, exactly as tracemalloc does. */
 		if (owner != cfg.py.owned_by_generator && cfg.py.code_firsttraceable != ~0u &&
-		    lasti < (__s64)*(__s32 *)(s->code_window + cfg.py.code_firsttraceable) * 2)
+		    lasti < (__s64)firsttraceable * 2)
 			goto skip;
 	}
 
@@ -420,13 +465,7 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 
 		f->code = code;
 		f->lasti = (__s32)lasti;
-		f->fingerprint = code_fingerprint(s->code_window);
-		if (code_deaths) {
-			__u64 *gen = bpf_map_lookup_elem(&code_generations, &code);
-
-			if (gen)
-				f->fingerprint = tm_fingerprint_with_generation(f->fingerprint, *gen);
-		}
+		f->fingerprint = fingerprint;
 		w->nframe = n + 1;
 	} else if (!cfg.count_all_frames) {
 		w->truncated = 1;
@@ -537,13 +576,22 @@ static long send_code_step(__u64 index, void *unused)
 	return 0;
 }
 
+static __always_inline void remember_traceback(struct tm_thread *t, const struct tm_scratch *s, __u32 id)
+{
+	t->last_id = s->ev.stack.nframe == 1 ? id : 0;
+	t->last_nframe = s->ev.stack.nframe;
+	t->last_total = s->ev.stack.total_nframe;
+	t->last_truncated = s->ev.stack.truncated;
+	t->last_frame = s->ev.stack.frames[0];
+}
+
 /* The interned id of the calling thread's traceback; 0 when it could not be
  * interned (counted), which userspace shows as <unknown>:0. */
 static __always_inline __u32 current_traceback(struct tm_thread *t)
 {
 	__u32 zero = 0, id, used, *known;
 	struct tm_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
-	struct frame_walk w = {};
+	struct frame_walk w = { .t = t };
 	__u64 tstate, cframe;
 	if (!s)
 		return 0;
@@ -571,9 +619,17 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	s->ev.stack.total_nframe = w.total;
 	s->ev.stack.truncated = w.truncated;
 
+	/* the same one-frame traceback as this thread's last: its id */
+	if (w.nframe == 1 && t->last_id && t->last_nframe == 1 && t->last_total == w.total &&
+	    t->last_truncated == w.truncated && t->last_frame.code == s->ev.stack.frames[0].code &&
+	    t->last_frame.lasti == s->ev.stack.frames[0].lasti &&
+	    t->last_frame.fingerprint == s->ev.stack.frames[0].fingerprint)
+		return t->last_id;
 	known = bpf_map_lookup_elem(&traceback_ids, &s->ev.stack);
-	if (known)
+	if (known) {
+		remember_traceback(t, s, *known);
 		return *known;
+	}
 
 	id = (__u32)__sync_fetch_and_add(&totals.next_traceback_id, 1) + 1;
 	if (id >= cfg.max_tracebacks) {
@@ -583,11 +639,14 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	if (bpf_map_update_elem(&traceback_ids, &s->ev.stack, &id, BPF_NOEXIST)) {
 		/* Another CPU interned it first, or the map is full. */
 		known = bpf_map_lookup_elem(&traceback_ids, &s->ev.stack);
-		if (known)
+		if (known) {
+			remember_traceback(t, s, *known);
 			return *known;
+		}
 		count_lost(TM_LOST_TRACEBACK_FULL);
 		return 0;
 	}
+	remember_traceback(t, s, id);
 	/* the code objects' lines first: the traceback event refers to them */
 	bpf_loop(w.nframe, send_code_step, NULL, 0);
 	s->ev.type = TM_EVENT_TRACEBACK;
@@ -763,6 +822,7 @@ static __always_inline void code_died(__u64 code)
 	else if (bpf_map_update_elem(&code_generations, &code, &one, BPF_NOEXIST) &&
 		 !bpf_map_lookup_elem(&code_generations, &code))
 		count_lost(TM_LOST_CODE_GENERATIONS);
+	__sync_fetch_and_add(&code_death_count, 1);
 	if (!code_deaths)
 		code_deaths = 1;
 }
@@ -857,13 +917,39 @@ static __always_inline void push_pending(struct tm_thread *t, __u32 site, __u64 
  * block of the size class's first used pool. Exact under the GIL, which
  * every pymalloc allocation holds. 0: the pool list is empty (a new pool
  * comes from allocate_from_new_pool), or the state was unreadable. */
-static __always_inline __u64 predict_block(__u64 size, bool *empty)
+static __always_inline __u64 usedpools_now(struct tm_thread *t)
+{
+	__u64 tstate, interp = 0, flags = 0, state = 0;
+
+	if (cfg.pymalloc.usedpools)
+		return cfg.pymalloc.usedpools;
+	/* 3.12+: get_state() of Objects/obmalloc.c, for the thread holding
+	 * the GIL (_Py_tss_tstate) */
+	tstate = current_tstate(t);
+	if (!tstate || bpf_probe_read_user(&interp, sizeof(interp), (void *)(tstate + cfg.pymalloc.tstate_interp)) ||
+	    !interp)
+		return 0;
+	if (cfg.pymalloc.per_interp == 12) {
+		if (bpf_probe_read_user(&flags, sizeof(flags), (void *)(interp + cfg.pymalloc.interp_feature_flags)))
+			return 0;
+		if ((flags & cfg.pymalloc.use_main_obmalloc) &&
+		    bpf_probe_read_user(&interp, sizeof(interp),
+					(void *)(cfg.py.runtime_addr + cfg.py.runtime_interpreters_main)))
+			return 0;
+		return interp + cfg.pymalloc.interp_obmalloc;
+	}
+	if (bpf_probe_read_user(&state, sizeof(state), (void *)(interp + cfg.pymalloc.interp_obmalloc)) || !state)
+		return 0;
+	return state + cfg.pymalloc.obmalloc_used;
+}
+
+static __always_inline __u64 predict_block(struct tm_thread *t, __u64 size, bool *empty)
 {
 	__u64 index = (size - 1) >> cfg.pymalloc.alignment_shift;
-	__u64 pool = 0, next = 0, block = 0;
+	__u64 pool = 0, next = 0, block = 0, usedpools = usedpools_now(t);
 
 	*empty = false;
-	if (bpf_probe_read_user(&pool, sizeof(pool), (void *)(cfg.pymalloc.usedpools + index * 16)) ||
+	if (!usedpools || bpf_probe_read_user(&pool, sizeof(pool), (void *)(usedpools + index * 16)) ||
 	    bpf_probe_read_user(&next, sizeof(next), (void *)(pool + cfg.pymalloc.pool_nextpool))) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
@@ -995,7 +1081,7 @@ static __always_inline int on_call(struct pt_regs *ctx, __u32 id, const struct t
 		/* 0 and large sizes go to the raw domain, which records them */
 		if (a - 1 >= cfg.pymalloc.small_threshold)
 			return 0;
-		block = predict_block(a, &empty);
+		block = predict_block(t, a, &empty);
 		if (empty)
 			push_pending(t, id, ctx->sp, a, 1, 1, false);
 		else if (block && armed)

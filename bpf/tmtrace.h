@@ -346,6 +346,14 @@ struct tm_pymalloc_layout {
 	__u32 pool_nextpool;    /* offsetof(struct pool_header, nextpool) */
 	__u32 pool_szidx;       /* offsetof(struct pool_header, szidx) */
 	__u32 pool_size;        /* POOL_SIZE: 4 KiB up to 3.9, 16 KiB from 3.10 */
+	/* 3.12+, when usedpools is 0: the calling thread's interpreter's
+	 * usedpools[]. 12: at interp + interp_obmalloc (the main interpreter's
+	 * when feature_flags has use_main_obmalloc); 13: at
+	 * *(interp + interp_obmalloc) + obmalloc_used; 0: no prediction */
+	__u32 per_interp;
+	__u32 tstate_interp, interp_obmalloc, obmalloc_used, interp_feature_flags;
+	__u32 pad;
+	__u64 use_main_obmalloc;
 };
 
 /* Read-only configuration, set before load. */
@@ -357,7 +365,7 @@ struct tm_config {
 	__u32 nsites;
 	__u32 empty_probes; /* benchmark floor: every probe returns at once */
 	__u32 sample;       /* --sample: pool refills are samples (pool_samples) */
-	__u32 pad;
+	__u32 code_deaths_probed; /* a dead code object's address reuse is seen */
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

@@ -243,6 +243,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	/* tests/bench: the same probes with a program that does nothing */
 	cfg->empty_probes = getenv("TMTRACE_EMPTY_PROBES") && !strcmp(getenv("TMTRACE_EMPTY_PROBES"), "1");
 	cfg->sample = opt->sample;
+	cfg->code_deaths_probed = plan->code_deaths;
 	l->max_samples = opt->sample ? opt->max_samples : 0;
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
@@ -254,6 +255,16 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->pymalloc.pool_nextpool = POOL_NEXTPOOL;
 	cfg->pymalloc.pool_szidx = POOL_SZIDX;
 	cfg->pymalloc.pool_size = t->minor >= 10 ? 16384 : 4096;
+	if (plan->pm.per_interp) {
+		const struct py_offsets *o = t->offsets;
+
+		cfg->pymalloc.per_interp = t->minor == 12 ? 12 : 13;
+		cfg->pymalloc.tstate_interp = o->tstate_interp;
+		cfg->pymalloc.interp_obmalloc = o->interp_obmalloc;
+		cfg->pymalloc.obmalloc_used = o->obmalloc_used == PYOFF_NONE ? 0 : o->obmalloc_used;
+		cfg->pymalloc.interp_feature_flags = o->interp_feature_flags;
+		cfg->pymalloc.use_main_obmalloc = o->rtflags_use_main_obmalloc;
+	}
 	err = fill_layout(t, &cfg->py, why, whylen);
 	if (err)
 		goto fail;

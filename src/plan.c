@@ -375,8 +375,13 @@ static int find_new_pool_fn(struct elf_file *ef, struct x86_code *code, struct p
 	return -ENOTSUP;
 }
 
-int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, struct probe_plan *p,
-	       char *why, size_t whylen)
+bool plan_predicts(const struct probe_plan *p)
+{
+	return p->pm.usedpools || p->pm.per_interp;
+}
+
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, int minor,
+	       struct probe_plan *p, char *why, size_t whylen)
 {
 	struct x86_code code;
 	struct cfi *cfi = NULL;
@@ -408,6 +413,13 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 			 (unsigned long)(p->pm.usedpools + bias));
 	if (p->no_predict[0])
 		memset(&p->pm, 0, sizeof(p->pm));
+	/* 3.12+: each interpreter has its usedpools[]; BPF reads the calling
+	 * thread's. The refill function is needed for an empty size class. */
+	if (p->no_predict[0] && mode == PLAN_EXACT && minor >= 12 &&
+	    !elf_find_symbol(ef, "allocate_from_new_pool", &p->pm.new_pool_fn, NULL)) {
+		p->pm.per_interp = true;
+		p->no_predict[0] = '\0';
+	}
 	for (int i = 0; i < p->nfns && p->pm.usedpools; i++)
 		if (p->fns[i].family == TM_FAMILY_RAW && p->fns[i].kind != TM_CALL_FREE &&
 		    p->fns[i].kind != TM_CALL_REALLOC)
@@ -417,15 +429,16 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 		/* no prediction: pymalloc's own functions are not probed at all */
 		memset(p->pm.raw_fns, 0, sizeof(p->pm.raw_fns));
 		p->pm.usedpools = 0;
+		p->pm.per_interp = false;
 		p->no_predict[0] = '\0';
 		err = find_new_pool_fn(ef, &code, p, obj_malloc, why, whylen);
 	}
 	for (int i = 0; i < p->nfns && !err; i++) {
 		if (mode == PLAN_SAMPLED && p->fns[i].family == TM_FAMILY_PYMALLOC)
 			continue;
-		err = add_function_sites(ef, &code, cfi, p, &p->fns[i], function_role(&p->fns[i], p->pm.usedpools));
+		err = add_function_sites(ef, &code, cfi, p, &p->fns[i], function_role(&p->fns[i], plan_predicts(p)));
 	}
-	if (!err && (p->pm.usedpools || mode == PLAN_SAMPLED)) {
+	if (!err && (plan_predicts(p) || mode == PLAN_SAMPLED)) {
 		struct alloc_function newpool = { .kind = TM_CALL_MALLOC, .family = TM_FAMILY_PYMALLOC,
 						  .vaddr = p->pm.new_pool_fn };
 		const char *name = elf_symbol_at(ef, newpool.vaddr, NULL);

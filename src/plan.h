@@ -58,10 +58,13 @@ struct probe_plan {
 	int single_stepped;
 };
 
-/* Builds the plan for the CPython binary `ef`. With pid > 0, the live
- * target is read to check hooks and pymalloc's state (bias: load bias). */
-int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, struct probe_plan *plan,
-	       char *why, size_t whylen);
+/* Builds the plan for the CPython binary `ef` (minor: its version, 0 if
+ * unknown). With pid > 0, the live target is read to check hooks and
+ * pymalloc's state (bias: load bias). */
+int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, int minor,
+	       struct probe_plan *plan, char *why, size_t whylen);
+/* Does the plan predict pymalloc's blocks at entry (no uretprobe)? */
+bool plan_predicts(const struct probe_plan *plan);
 void plan_free(struct probe_plan *plan);
 /* Adds the sites of the hooks the live slots point to now (fns[].live,
  * refreshed by the caller) that have none yet; `warn` hears of each one

@@ -22,6 +22,9 @@
 
 struct pymalloc_info {
 	uint64_t usedpools;   /* file address of usedpools[] */
+	/* 3.12+: usedpools[] live in each interpreter's obmalloc state; BPF
+	 * finds the calling thread's (its interpreter's, or the main one's) */
+	bool per_interp;
 	uint64_t new_pool_fn; /* file address of allocate_from_new_pool() */
 	uint64_t raw_fns[2];  /* the raw domain's malloc and calloc, for copies that go straight there */
 };

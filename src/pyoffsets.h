@@ -33,6 +33,14 @@ struct py_offsets {
 	/* which of a thread's thread states tracemalloc takes (sub-interpreters) */
 	uint32_t runtime_interpreters_main; /* _PyRuntime.interpreters.main */
 	uint32_t tstate_status;           /* the 32-bit _status bitfield word (3.12+) */
+	/* pymalloc's usedpools[] (3.12+): in 3.12 at interp + interp_obmalloc;
+	 * in 3.13 at *(interp + interp_obmalloc) + obmalloc_used; an
+	 * interpreter with Py_RTFLAGS_USE_MAIN_OBMALLOC in its feature_flags
+	 * uses the main interpreter's */
+	uint32_t interp_obmalloc;
+	uint32_t obmalloc_used;
+	uint32_t interp_feature_flags;
+	uint32_t rtflags_use_main_obmalloc;
 	/* _PyCFrame (3.11-3.12) */
 	uint32_t cframe_current_frame;
 	/* PyFrameObject (3.8-3.10) or _PyInterpreterFrame (3.11+) */

@@ -728,7 +728,7 @@ int session_run(const struct session_options *opt)
 		return code;
 	}
 	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
-	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, opt->sample ? PLAN_SAMPLED : PLAN_EXACT,
+	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, opt->sample ? PLAN_SAMPLED : PLAN_EXACT, s->target.minor,
 			       &s->plan, s->why, sizeof(s->why))) ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
 	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {

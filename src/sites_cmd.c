@@ -66,6 +66,20 @@ static void print_operand(const struct tm_operand *op)
 	}
 }
 
+/* The minor version in a file name such as libpython3.12.so.1.0 or
+ * python3.12; 0 if there is none (the plan then assumes nothing). */
+static int minor_from_name(const char *path)
+{
+	const char *base = strrchr(path, '/'), *p;
+	int minor = 0;
+
+	base = base ? base + 1 : path;
+	p = strstr(base, "python3.");
+	if (p && sscanf(p + 8, "%d", &minor) != 1)
+		minor = 0;
+	return minor;
+}
+
 int sites_command(int argc, char **argv)
 {
 	struct probe_plan plan;
@@ -89,7 +103,7 @@ int sites_command(int argc, char **argv)
 		fprintf(stderr, "tmtrace: cannot open %s as an x86-64 ELF file: %s\n", argv[1], strerror(-err));
 		return 1;
 	}
-	err = plan_build(ef, 0, 0, mode, &plan, why, sizeof(why));
+	err = plan_build(ef, 0, 0, mode, minor_from_name(argv[1]), &plan, why, sizeof(why));
 	if (err) {
 		fprintf(stderr, "tmtrace: %s: %s\n", argv[1], why);
 		elf_file_close(ef);
