@@ -264,7 +264,8 @@ static int collect_sample(void *ctx, uint64_t pool, const struct tm_pool_sample 
 /* --sample: pymalloc's estimated live blocks, one trace per traceback, and
  * the totals (raw blocks exact, pymalloc estimated). Pools that no longer
  * speak for their sample leave the map. */
-static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, bool *recovered)
+static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, struct name_cache *names,
+			      bool *recovered)
 {
 	struct sample_list list = { 0 };
 	struct sampled_estimate est;
@@ -283,7 +284,7 @@ static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, bool 
 	for (size_t i = 0; i < est.nlines && !err; i++) {
 		struct tm_trace trace = { .size = est.lines[i].size, .count = est.lines[i].count };
 
-		trace.traceback = snapshot_traceback(s, snap, est.lines[i].traceback_id, recovered);
+		trace.traceback = snapshot_traceback(s, snap, names, est.lines[i].traceback_id, recovered);
 		err = trace.traceback ? tm_snapshot_add_trace(snap, &trace) : -ENOMEM;
 	}
 	s->sample_pools = est.pools;
@@ -340,7 +341,7 @@ static int write_snapshot(struct session *s, const char *path)
 	}
 	err = loader_each_block(s->loader, add_block, &bs);
 	if (!err && s->plan.mode == PLAN_SAMPLED)
-		err = add_sampled_traces(s, bs.snap, &bs.recovered);
+		err = add_sampled_traces(s, bs.snap, &bs.names, &bs.recovered);
 	collected = now_monotonic();
 	if (!err) {
 		fill_info(s, bs.snap);
@@ -400,7 +401,7 @@ static int build_snapshot(struct session *s, struct tm_snapshot **out)
 		free(bs.by_id);
 	}
 	if (!err && s->plan.mode == PLAN_SAMPLED)
-		err = add_sampled_traces(s, snap, &recovered);
+		err = add_sampled_traces(s, snap, &bs.names, &bs.recovered);
 	if (!err && s->opt->filters.n) {
 		struct tm_snapshot *filtered = tm_snapshot_filter(snap, s->opt->filters.f, s->opt->filters.n);
 
