@@ -34,7 +34,7 @@ struct session {
 	struct tm_snapshot *first, *previous; /* --compare: aggregated, filtered */
 	/* --sample: the last estimate's figures, and the highest total seen
 	 * (the peak between reports is not known in this mode) */
-	uint64_t sample_pools, sample_live;
+	uint64_t sample_pools, sample_live, sample_unreadable;
 	int64_t sampled_current, sampled_peak;
 	char why[1024];
 };
@@ -289,6 +289,7 @@ static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, struc
 	}
 	s->sample_pools = est.pools;
 	s->sample_live = est.live_samples;
+	s->sample_unreadable = est.unreadable;
 	s->sampled_current = __atomic_load_n(&loader_totals(s->loader)->current, __ATOMIC_RELAXED) +
 			     (int64_t)est.bytes;
 	if (s->sampled_current > s->sampled_peak)
@@ -448,6 +449,8 @@ static int print_report(struct session *s)
 	for (int i = 0; i < TM_LOST_COUNT; i++)
 		lost[i] = (struct lost_counter){ names[i], __atomic_load_n(&tot->lost[i], __ATOMIC_RELAXED) };
 	lost[TM_LOST_COUNT] = (struct lost_counter){ "unresolved_frames", resolver_unresolved(s->resolver) };
+	/* --sample: pools whose state could not be read at this report */
+	lost[TM_LOST_POOL_UNREADABLE].value += s->sample_unreadable;
 	r.out = stdout;
 	r.format = s->opt->format;
 	r.pid = s->target.pid;
