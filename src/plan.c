@@ -353,26 +353,17 @@ int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *p, plan_hook_war
 	return err;
 }
 
-/* allocate_from_new_pool, for --sample: found in _PyObject_Malloc's code
- * (3.9-3.11), else by its symbol (3.12+ keep pymalloc's state per
- * interpreter, which pymalloc_find does not follow). 3.8 refills pools
- * inside pymalloc_alloc itself: no function to probe. */
-static int find_new_pool_fn(struct elf_file *ef, struct x86_code *code, struct probe_plan *p, int obj_malloc,
-			    char *why, size_t whylen)
+/* allocate_from_new_pool(): where _PyObject_Malloc's code calls it
+ * (`found`, 3.9-3.11), else by its symbol (3.12+ keep pymalloc's state per
+ * interpreter, which pymalloc_find does not follow). 0 when neither: 3.8
+ * refills pools inside pymalloc_alloc itself. */
+static uint64_t refill_function(struct elf_file *ef, const struct pymalloc_info *found)
 {
-	struct pymalloc_info pm;
+	uint64_t vaddr = 0;
 
-	if (p->pm.new_pool_fn)
-		return 0;
-	if (obj_malloc >= 0 && !pymalloc_find(code, p->fns[obj_malloc].vaddr, &pm) && pm.new_pool_fn) {
-		p->pm.new_pool_fn = pm.new_pool_fn;
-		return 0;
-	}
-	if (!elf_find_symbol(ef, "allocate_from_new_pool", &p->pm.new_pool_fn, NULL))
-		return 0;
-	snprintf(why, whylen, "--sample needs pymalloc's allocate_from_new_pool(), not found in this "
-		 "build (CPython 3.8 has none; a stripped 3.12+ build has no symbol for it)");
-	return -ENOTSUP;
+	if (found->new_pool_fn)
+		return found->new_pool_fn;
+	return elf_find_symbol(ef, "allocate_from_new_pool", &vaddr, NULL) ? 0 : vaddr;
 }
 
 bool plan_predicts(const struct probe_plan *p)
@@ -383,9 +374,11 @@ bool plan_predicts(const struct probe_plan *p)
 int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mode, int minor,
 	       struct probe_plan *p, char *why, size_t whylen)
 {
+	struct pymalloc_info found = { 0 };
 	struct x86_code code;
 	struct cfi *cfi = NULL;
 	int err, obj_malloc = -1;
+	uint64_t refill;
 
 	memset(p, 0, sizeof(*p));
 	p->mode = mode;
@@ -406,18 +399,19 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 			obj_malloc = i;
 	/* Prediction needs pymalloc's state where the code says it is, and a
 	 * live target whose usedpools[] looks as it should. */
-	if (obj_malloc < 0 || pymalloc_find(&code, p->fns[obj_malloc].vaddr, &p->pm))
+	if (obj_malloc < 0 || pymalloc_find(&code, p->fns[obj_malloc].vaddr, &found))
 		snprintf(p->no_predict, sizeof(p->no_predict), "pymalloc's usedpools not found in the code");
-	else if (pid > 0 && pymalloc_check_live(pid, p->pm.usedpools + bias))
+	else if (pid > 0 && pymalloc_check_live(pid, found.usedpools + bias))
 		snprintf(p->no_predict, sizeof(p->no_predict), "usedpools at 0x%lx does not look like pymalloc's",
-			 (unsigned long)(p->pm.usedpools + bias));
-	if (p->no_predict[0])
-		memset(&p->pm, 0, sizeof(p->pm));
+			 (unsigned long)(found.usedpools + bias));
+	if (!p->no_predict[0])
+		p->pm = found;
+	refill = refill_function(ef, &found);
 	/* 3.12+: each interpreter has its usedpools[]; BPF reads the calling
 	 * thread's. The refill function is needed for an empty size class. */
-	if (p->no_predict[0] && mode == PLAN_EXACT && minor >= 12 &&
-	    !elf_find_symbol(ef, "allocate_from_new_pool", &p->pm.new_pool_fn, NULL)) {
+	if (p->no_predict[0] && mode == PLAN_EXACT && minor >= 12 && refill) {
 		p->pm.per_interp = true;
+		p->pm.new_pool_fn = refill;
 		p->no_predict[0] = '\0';
 	}
 	for (int i = 0; i < p->nfns && p->pm.usedpools; i++)
@@ -431,7 +425,12 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 		p->pm.usedpools = 0;
 		p->pm.per_interp = false;
 		p->no_predict[0] = '\0';
-		err = find_new_pool_fn(ef, &code, p, obj_malloc, why, whylen);
+		p->pm.new_pool_fn = refill;
+		if (!refill) {
+			snprintf(why, whylen, "--sample needs pymalloc's allocate_from_new_pool(), not found in this "
+				 "build (CPython 3.8 has none; a stripped 3.12+ build has no symbol for it)");
+			err = -ENOTSUP;
+		}
 	}
 	for (int i = 0; i < p->nfns && !err; i++) {
 		if (mode == PLAN_SAMPLED && p->fns[i].family == TM_FAMILY_PYMALLOC)
