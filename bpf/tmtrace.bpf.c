@@ -145,7 +145,10 @@ struct tm_thread {
 	__u32 last_id;
 	__u16 last_nframe, last_total;
 	__u32 last_truncated;
-	__u32 pad2;
+	/* the thread state found during this probe hit (3.12+ prediction and
+	 * the traceback both need it); hit_tstate_known is cleared per hit */
+	__u32 hit_tstate_known;
+	__u64 hit_tstate;
 };
 
 /* Hits per probe site, for --verbose and the benchmarks. */
@@ -362,6 +365,16 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 		t->tstate_fsbase = w.fsbase;
 	}
 	return w.found;
+}
+
+/* current_tstate(), read at most once per probe hit. */
+static __always_inline __u64 hit_tstate(struct tm_thread *t)
+{
+	if (!t->hit_tstate_known) {
+		t->hit_tstate = current_tstate(t);
+		t->hit_tstate_known = 1;
+	}
+	return t->hit_tstate;
 }
 
 /* ---- the caller's Python frames --------------------------------------- */
@@ -595,7 +608,7 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	__u64 tstate, cframe;
 	if (!s)
 		return 0;
-	tstate = current_tstate(t);
+	tstate = hit_tstate(t);
 	if (tstate) {
 		if (bpf_probe_read_user(&w.frame, sizeof(w.frame),
 					(void *)(tstate + cfg.py.tstate_frame)))
@@ -925,7 +938,7 @@ static __always_inline __u64 usedpools_now(struct tm_thread *t)
 		return cfg.pymalloc.usedpools;
 	/* 3.12+: get_state() of Objects/obmalloc.c, for the thread holding
 	 * the GIL (_Py_tss_tstate) */
-	tstate = current_tstate(t);
+	tstate = hit_tstate(t);
 	if (!tstate || bpf_probe_read_user(&interp, sizeof(interp), (void *)(tstate + cfg.pymalloc.tstate_interp)) ||
 	    !interp)
 		return 0;
@@ -1188,6 +1201,7 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
 		return 0;
+	t->hit_tstate_known = 0;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);
 	if (site->flags & TM_SITE_HOOK) {
