@@ -223,20 +223,32 @@ static const struct tm_traceback *snapshot_traceback(struct session *s, struct t
 	return tm_snapshot_traceback(snap, frames, rtb->nframe, rtb->total_nframe);
 }
 
-static void fill_info(struct session *s, struct tm_snapshot *snap)
+/* tracemalloc.get_traced_memory(): BPF's running totals, or with --sample
+ * the last estimate and the highest one seen. */
+static void traced_memory(struct session *s, int64_t *current, int64_t *peak)
 {
 	const struct tm_totals *tot = loader_totals(s->loader);
+
+	if (s->plan.mode == PLAN_SAMPLED) {
+		*current = s->sampled_current;
+		*peak = s->sampled_peak;
+		return;
+	}
+	*current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
+	*peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+}
+
+static void fill_info(struct session *s, struct tm_snapshot *snap)
+{
 	struct tm_snapshot_info *info = tm_snapshot_info(snap);
+	int64_t current, peak;
 
 	info->pid = s->target.pid;
 	snprintf(info->python, sizeof(info->python), "%s", s->target.version);
 	info->time = now_real();
-	info->traced_current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
-	info->traced_peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
-	if (s->plan.mode == PLAN_SAMPLED) {
-		info->traced_current = s->sampled_current;
-		info->traced_peak = s->sampled_peak;
-	}
+	traced_memory(s, &current, &peak);
+	info->traced_current = current;
+	info->traced_peak = peak;
 }
 
 struct sample_list {
@@ -459,11 +471,8 @@ static int print_report(struct session *s)
 	r.key = s->opt->key;
 	r.sources = s->sources;
 	r.time = now_real();
-	r.current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
-	r.peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+	traced_memory(s, &r.current, &r.peak);
 	if (s->plan.mode == PLAN_SAMPLED) {
-		r.current = s->sampled_current;
-		r.peak = s->sampled_peak;
 		r.sampled = true;
 		r.sample_pools = s->sample_pools;
 		r.sample_live = s->sample_live;
