@@ -35,6 +35,7 @@ struct loader {
 	uint32_t max_tracebacks;
 	uint64_t max_blocks;
 	uint64_t max_samples;     /* --sample's pool_samples capacity; 0: exact mode */
+	uint32_t ncpus;           /* possible CPUs: one code-event slot each */
 	size_t key_size;
 	struct tm_traceback_stats *stats; /* mmapped traceback_stats */
 	size_t stats_len;
@@ -279,7 +280,8 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		snprintf(why, whylen, "cannot count the possible CPUs: %s", strerror(-err));
 		goto fail;
 	}
-	bpf_map__set_max_entries(l->skel->maps.code_scratch, (uint32_t)err);
+	l->ncpus = (uint32_t)err;
+	bpf_map__set_max_entries(l->skel->maps.code_scratch, l->ncpus);
 	/* (a map cannot have 0 entries: exact mode keeps one unused) */
 	bpf_map__set_max_entries(l->skel->maps.pool_samples, l->max_samples ? (uint32_t)l->max_samples : 1);
 	l->multi = kernel_has_uprobe_multi();
@@ -520,8 +522,10 @@ uint64_t loader_map_memory(const struct loader *l)
 		buckets <<= 1;
 	ids = (uint64_t)l->max_tracebacks * (48 + ((l->key_size + 7) & ~7ULL) + 8) + buckets * 8;
 	stats = (uint64_t)l->max_tracebacks * sizeof(struct tm_traceback_stats);
-	/* the ring buffer, and the LRU map of code objects sent (65536) */
+	/* the ring buffer, the LRU map of code objects sent (65536) and the
+	 * code-event slots */
 	return live + ids + stats + (4 << 20) + 65536ULL * (48 + sizeof(struct tm_raw_frame) + 8) +
+	       (uint64_t)l->ncpus * sizeof(struct tm_code_event) +
 	       l->max_samples * (48 + 8 + sizeof(struct tm_pool_sample)); /* allocated as used */
 }
 
