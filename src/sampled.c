@@ -1,11 +1,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include "pymalloc.h"
+#include "pool.h"
 #include "remote.h"
 #include "sampled.h"
-
-#define MAX_POOL_SIZE 16384
 
 struct pool_state {
 	uint32_t size_class; /* PYMALLOC_SIZE_CLASSES: not a pool of ours any more */
@@ -13,85 +11,25 @@ struct pool_state {
 	bool sample_live;
 };
 
-static uint32_t u32_at(const uint8_t *p, size_t off)
-{
-	uint32_t v;
-
-	memcpy(&v, p + off, sizeof(v));
-	return v;
-}
-
-static uint64_t u64_at(const uint8_t *p, size_t off)
-{
-	uint64_t v;
-
-	memcpy(&v, p + off, sizeof(v));
-	return v;
-}
-
-/* Is `block` on the pool's free list? (Blocks past nextoffset were never
- * handed out since the pool was last set up, and are free too.) */
-static int block_is_free(pid_t pid, uint64_t pool, uint32_t pool_size, uint64_t first_free, uint64_t block,
-			 uint32_t capacity, bool *is_free)
-{
-	static uint8_t buf[MAX_POOL_SIZE];
-	uint64_t p = first_free;
-	int err;
-
-	*is_free = false;
-	if ((err = remote_read(pid, pool, buf, pool_size)))
-		return err;
-	for (uint32_t i = 0; p && i <= capacity; i++) {
-		if (p == block) {
-			*is_free = true;
-			return 0;
-		}
-		if (p < pool + POOL_OVERHEAD || p + 8 > pool + pool_size)
-			return -EINVAL;
-		p = u64_at(buf, p - pool);
-	}
-	/* a list longer than the pool has blocks is not a free list */
-	return p ? -EINVAL : 0;
-}
-
 /* What the pool holds now, and whether the sample's block is in use. A
  * pool that was emptied and set up again for another size class, or whose
  * arena was given back, no longer speaks for the sample. */
 static int read_pool(pid_t pid, uint32_t pool_size, uint64_t pool, uint64_t block, struct pool_state *st)
 {
-	uint8_t hdr[POOL_OVERHEAD];
-	uint32_t szidx, block_size, capacity, nextoffset;
 	uint64_t offset = block - pool;
-	bool is_free;
-	int err;
+	struct pool_view v;
+	int err = pool_view_read(pid, pool_size, pool, &v);
 
 	st->size_class = PYMALLOC_SIZE_CLASSES;
 	st->in_use = 0;
 	st->sample_live = false;
-	if (remote_read(pid, pool, hdr, sizeof(hdr)))
-		return 0; /* the arena was unmapped */
-	szidx = u32_at(hdr, POOL_SZIDX);
-	if (szidx >= PYMALLOC_SIZE_CLASSES)
-		return 0;
-	block_size = (szidx + 1) << PYMALLOC_ALIGNMENT_SHIFT;
-	capacity = (pool_size - POOL_OVERHEAD) / block_size;
-	nextoffset = u32_at(hdr, POOL_NEXTOFFSET);
-	if (u32_at(hdr, POOL_MAXNEXTOFFSET) != pool_size - block_size || nextoffset > pool_size ||
-	    offset < POOL_OVERHEAD || offset >= pool_size || (offset - POOL_OVERHEAD) % block_size ||
-	    u32_at(hdr, POOL_COUNT) > capacity)
-		return 0;
-	st->size_class = szidx;
-	st->in_use = u32_at(hdr, POOL_COUNT);
-	if (!st->in_use || offset >= nextoffset)
-		return 0;
-	if (st->in_use == capacity) {
-		st->sample_live = true;
-		return 0;
-	}
-	err = block_is_free(pid, pool, pool_size, u64_at(hdr, POOL_FREEBLOCK), block, capacity, &is_free);
 	if (err)
 		return err;
-	st->sample_live = !is_free;
+	if (!v.is_pool || offset < POOL_OVERHEAD || offset >= pool_size || (offset - POOL_OVERHEAD) % v.block_size)
+		return 0;
+	st->size_class = v.size_class;
+	st->in_use = v.in_use;
+	st->sample_live = pool_view_in_use(&v, offset);
 	return 0;
 }
 
@@ -152,7 +90,7 @@ int sampled_estimate(pid_t pid, uint32_t pool_size, struct sampled_input *in, si
 	memset(out, 0, sizeof(*out));
 	if (!st)
 		return -ENOMEM;
-	if (pool_size != 4096 && pool_size != MAX_POOL_SIZE) {
+	if (pool_size != 4096 && pool_size != POOL_MAX_SIZE) {
 		free(st);
 		return -EINVAL;
 	}

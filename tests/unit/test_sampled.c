@@ -9,50 +9,20 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "pymalloc.h"
+#include "fake_pool.h"
 #include "sampled.h"
 #include "unit.h"
-
-#define POOL 16384
-
-struct pool_header {
-	uint32_t count;
-	uint32_t pad;
-	uint64_t freeblock;
-	uint64_t nextpool, prevpool;
-	uint32_t arenaindex, szidx, nextoffset, maxnextoffset;
-};
-
-_Static_assert(sizeof(struct pool_header) == POOL_OVERHEAD, "pool_header layout");
 
 static uint8_t *pools;
 
 static uint64_t block_at(int pool, uint32_t size_class, uint32_t index)
 {
-	return (uint64_t)(uintptr_t)(pools + pool * POOL) + POOL_OVERHEAD +
-	       (uint64_t)index * ((size_class + 1) << PYMALLOC_ALIGNMENT_SHIFT);
+	return fake_block(pools + pool * POOL, size_class, index);
 }
 
-/* A pool of `size_class` whose first `handed_out` blocks were handed out,
- * `freed` of them (indices) freed again, latest first on the free list. */
 static void make_pool(int pool, uint32_t size_class, uint32_t handed_out, const uint32_t *freed, int nfreed)
 {
-	struct pool_header *h = (struct pool_header *)(pools + pool * POOL);
-	uint32_t block_size = (size_class + 1) << PYMALLOC_ALIGNMENT_SHIFT;
-
-	memset(pools + pool * POOL, 0xab, POOL);
-	memset(h, 0, sizeof(*h));
-	h->szidx = size_class;
-	h->maxnextoffset = POOL - block_size;
-	h->nextoffset = POOL_OVERHEAD + handed_out * block_size;
-	h->count = handed_out - (uint32_t)nfreed;
-	h->freeblock = 0;
-	for (int i = 0; i < nfreed; i++) {
-		uint64_t b = block_at(pool, size_class, freed[i]);
-
-		memcpy((void *)(uintptr_t)b, &h->freeblock, sizeof(h->freeblock));
-		h->freeblock = b;
-	}
+	fake_pool(pools + pool * POOL, size_class, handed_out, freed, nfreed);
 }
 
 static struct sampled_input sample(int pool, uint32_t size_class, uint32_t index, uint32_t traceback_id)

@@ -14,5 +14,6 @@ void register_fnmatch_tests(void);
 void register_snapfile_tests(void);
 void register_pickle_tests(void);
 void register_sampled_tests(void);
+void register_pool_tests(void);
 
 #endif
