@@ -35,6 +35,8 @@ volatile __u32 code_deaths = 0;
 /* Code objects that died so far: a thread's cached reading of a code
  * object is good while this has not moved. */
 volatile __u64 code_death_count = 0;
+/* --lazy-frees: allocations recorded so far, the source of tm_block.seq */
+__u64 block_seq = 0;
 /* Hook functions (addresses in the target) that have probes. */
 volatile __u64 hook_fns[TM_MAX_HOOKS] = {};
 
@@ -717,6 +719,35 @@ static __always_inline void forget_block(__u64 ptr)
 	__sync_fetch_and_add(&totals.frees, 1);
 }
 
+/* --lazy-frees: userspace removes blocks it found free in their pools, at
+ * any moment, without the GIL that orders everything else done to a
+ * block. So a value in the live map is never written in place (a write
+ * into an element userspace just deleted would be lost, or land in the
+ * element's next owner): it is replaced whole, or inserted, and whoever
+ * removes a value subtracts it. Userspace puts back only a value it took
+ * by mistake (a newer allocation than it had seen), which is the value
+ * this update replaces then. */
+static __always_inline bool store_block(__u64 ptr, const struct tm_block *blk)
+{
+	for (int i = 0; i < 3; i++) {
+		struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
+		struct tm_block old;
+
+		if (!b) {
+			if (!bpf_map_update_elem(&live, &ptr, blk, BPF_NOEXIST))
+				return true;
+			continue;
+		}
+		old = *b;
+		if (!bpf_map_update_elem(&live, &ptr, blk, BPF_EXIST)) {
+			stats_add(old.traceback_id, -(__s64)old.size, -1);
+			__sync_fetch_and_add(&totals.current, -(__s64)old.size);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* As tracemalloc_add_trace(): a block already traced at this address is
  * replaced, size and traceback. */
 static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 size, __u32 flags)
@@ -725,14 +756,22 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	struct tm_block *old;
 
 	blk.traceback_id = current_traceback(t);
-	old = bpf_map_lookup_elem(&live, &ptr);
-	if (old) {
-		stats_add(old->traceback_id, -(__s64)old->size, -1);
-		__sync_fetch_and_add(&totals.current, -(__s64)old->size);
-		*old = blk;
-	} else if (bpf_map_update_elem(&live, &ptr, &blk, BPF_NOEXIST)) {
-		count_lost(TM_LOST_LIVE_FULL);
-		return;
+	if (cfg.lazy_frees) {
+		blk.seq = (__u32)__sync_fetch_and_add(&block_seq, 1) + 1;
+		if (!store_block(ptr, &blk)) {
+			count_lost(TM_LOST_LIVE_FULL);
+			return;
+		}
+	} else {
+		old = bpf_map_lookup_elem(&live, &ptr);
+		if (old) {
+			stats_add(old->traceback_id, -(__s64)old->size, -1);
+			__sync_fetch_and_add(&totals.current, -(__s64)old->size);
+			*old = blk;
+		} else if (bpf_map_update_elem(&live, &ptr, &blk, BPF_NOEXIST)) {
+			count_lost(TM_LOST_LIVE_FULL);
+			return;
+		}
 	}
 	stats_add(blk.traceback_id, size, 1);
 	update_peak(__sync_add_and_fetch(&totals.current, (__s64)size));
@@ -749,6 +788,29 @@ static __always_inline void record_sample(struct tm_thread *t, __u64 block)
 	smp.time = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&pool_samples, &pool, &smp, BPF_ANY))
 		count_lost(TM_LOST_SAMPLES_FULL);
+}
+
+/* --lazy-frees: restamp() with the value replaced whole (store_block()
+ * says why). A failed update means userspace took the value out meanwhile
+ * and may be putting it back: look once more. */
+static __always_inline void restamp_whole(__u64 ptr, __u32 id)
+{
+	for (int i = 0; i < 2; i++) {
+		struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
+		struct tm_block moved;
+		__u32 from;
+
+		if (!b || b->traceback_id == id)
+			return;
+		moved = *b;
+		from = moved.traceback_id;
+		moved.traceback_id = id;
+		if (!bpf_map_update_elem(&live, &ptr, &moved, BPF_EXIST)) {
+			stats_add(from, -(__s64)moved.size, -1);
+			stats_add(id, (__s64)moved.size, 1);
+			return;
+		}
+	}
 }
 
 /* _PyTraceMalloc_NewReference(): the object's memory, if traced, takes the
@@ -773,6 +835,10 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 		return;
 	id = current_traceback(t);
 	/* the block may have gone meanwhile: look again */
+	if (cfg.lazy_frees) {
+		restamp_whole(ptr, id);
+		return;
+	}
 	b = bpf_map_lookup_elem(&live, &ptr);
 	if (!b || b->traceback_id == id)
 		return;

@@ -192,7 +192,10 @@ struct tm_block {
 	__u32 traceback_id;
 	__u32 domain;
 	__u32 flags; /* TM_BLOCK_* */
-	__u32 pad;
+	/* --lazy-frees: which allocation put it there (a running count), so
+	 * that userspace, finding the block free in its pool, never removes a
+	 * newer allocation at the same address; 0 otherwise */
+	__u32 seq;
 };
 
 #define TM_BLOCK_PYMALLOC 1 /* pymalloc owns it (it came from a pool) */
@@ -366,6 +369,11 @@ struct tm_config {
 	__u32 empty_probes; /* benchmark floor: every probe returns at once */
 	__u32 sample;       /* --sample: pool refills are samples (pool_samples) */
 	__u32 code_deaths_probed; /* a dead code object's address reuse is seen */
+	/* --lazy-frees: pymalloc's frees are not probed; userspace removes the
+	 * blocks it finds free in their pools, so BPF never writes a live
+	 * block in place (see store_block) */
+	__u32 lazy_frees;
+	__u32 pad;
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

@@ -208,7 +208,7 @@ static void publish_hooks(struct loader *l, const struct probe_plan *plan)
 	for (int i = 0; i < plan->nhooks && i < TM_MAX_HOOKS; i++)
 		__atomic_store_n(&l->skel->bss->hook_fns[i], plan->hooks[i].vaddr + plan->bias, __ATOMIC_SEQ_CST);
 	/* --sample probes no hook: the raw defaults count whatever calls them */
-	for (int i = 0; i < plan->nfns && plan->mode == PLAN_EXACT; i++)
+	for (int i = 0; i < plan->nfns && plan->mode != PLAN_SAMPLED; i++)
 		if (plan->fns[i].hooked)
 			__atomic_store_n(&l->skel->bss->hooks_seen, 1, __ATOMIC_SEQ_CST);
 }
@@ -245,6 +245,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->empty_probes = getenv("TMTRACE_EMPTY_PROBES") && !strcmp(getenv("TMTRACE_EMPTY_PROBES"), "1");
 	cfg->sample = opt->sample;
 	cfg->code_deaths_probed = plan->code_deaths;
+	cfg->lazy_frees = plan->mode == PLAN_LAZY_FREES;
 	l->max_samples = opt->sample ? opt->max_samples : 0;
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
@@ -306,7 +307,9 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		goto fail;
 	}
 	l->stats_len = (size_t)opt->max_tracebacks * sizeof(struct tm_traceback_stats);
-	l->stats = mmap(NULL, l->stats_len, PROT_READ, MAP_SHARED,
+	/* writable: --lazy-frees takes the blocks it finds free off their
+	 * tracebacks' totals, atomically as BPF does */
+	l->stats = mmap(NULL, l->stats_len, PROT_READ | PROT_WRITE, MAP_SHARED,
 			bpf_map__fd(l->skel->maps.traceback_stats), 0);
 	if (l->stats == MAP_FAILED) {
 		err = -errno;
@@ -666,6 +669,29 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 	free(keys);
 	free(values);
 	return err ? err : loader_each_tracked(l, fn, ctx);
+}
+
+int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *seen)
+{
+	int fd = bpf_map__fd(l->skel->maps.live);
+	struct tm_totals *tot = &l->skel->bss->totals;
+	struct tm_block gone;
+
+	if (bpf_map_lookup_and_delete_elem(fd, &ptr, &gone))
+		return 0; /* freed through a probe meanwhile (a realloc) */
+	/* A newer allocation than the one found free: put it back, unless
+	 * BPF stored a newer one still (which subtracted nothing of this) */
+	if (gone.seq != seen->seq && !bpf_map_update_elem(fd, &ptr, &gone, BPF_NOEXIST))
+		return 0;
+	if (gone.traceback_id < l->max_tracebacks) {
+		struct tm_traceback_stats *st = &l->stats[gone.traceback_id];
+
+		__atomic_fetch_sub(&st->size, (int64_t)gone.size, __ATOMIC_RELAXED);
+		__atomic_fetch_sub(&st->count, 1, __ATOMIC_RELAXED);
+	}
+	__atomic_fetch_sub(&tot->current, (int64_t)gone.size, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&tot->frees, 1, __ATOMIC_RELAXED);
+	return gone.seq == seen->seq;
 }
 
 int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx)

@@ -63,6 +63,10 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Every live block, in every domain, for snapshots with addresses. */
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
+/* --lazy-frees: the pymalloc block at `ptr`, `seen` in the live map before
+ * its pool showed it free, leaves the map and its traceback's totals,
+ * unless a newer allocation took its place meanwhile. 1 if it went. */
+int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *seen);
 /* --sample: every pool's latest refill (pool address, sample). */
 typedef int (*loader_sample_fn)(void *ctx, uint64_t pool, const struct tm_pool_sample *sample);
 int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx);

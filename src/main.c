@@ -17,7 +17,7 @@ static const char usage_text[] =
 	"Usage: tmtrace -p PID [options]\n"
 	"       tmtrace report FILE [options]   statistics, differences, filters of a\n"
 	"                               saved snapshot (tmtrace report --help)\n"
-	"       tmtrace sites [--sample] FILE  list the probe sites tmtrace would use in a\n"
+	"       tmtrace sites [--sample|--lazy-frees] FILE  list the probe sites tmtrace would use in a\n"
 	"                               python executable or libpython, and why any\n"
 	"                               inlined allocator copy is not probed\n"
 	"\n"
@@ -53,6 +53,10 @@ static const char usage_text[] =
 	"      --sample           always-on mode: raw-domain blocks exactly, pymalloc's\n"
 	"                         estimated from pool refills (about 1 allocation in\n"
 	"                         1000 probed); see docs/performance.md\n"
+	"      --lazy-frees       pymalloc's frees found at each report from its pools'\n"
+	"                         state instead of probed: current memory as exact,\n"
+	"                         one probe less per object; the peak is the highest\n"
+	"                         current seen at a report\n"
 	"  -v, --verbose          list every probe site at attach time, time each report and snapshot\n"
 	"  -h, --help             this help\n"
 	"      --version          print the version\n"
@@ -72,6 +76,7 @@ enum {
 	OPT_MAX_TRACEBACKS,
 	OPT_TOTAL_NFRAME,
 	OPT_SAMPLE,
+	OPT_LAZY_FREES,
 	OPT_VERSION,
 };
 
@@ -125,6 +130,7 @@ int main(int argc, char **argv)
 		{ "max-tracebacks", required_argument, NULL, OPT_MAX_TRACEBACKS },
 		{ "total-nframe", no_argument, NULL, OPT_TOTAL_NFRAME },
 		{ "sample", no_argument, NULL, OPT_SAMPLE },
+		{ "lazy-frees", no_argument, NULL, OPT_LAZY_FREES },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
@@ -221,6 +227,9 @@ int main(int argc, char **argv)
 		case OPT_SAMPLE:
 			opt.sample = true;
 			break;
+		case OPT_LAZY_FREES:
+			opt.lazy_frees = true;
+			break;
 		case 'v':
 			opt.verbose = true;
 			break;
@@ -249,6 +258,8 @@ int main(int argc, char **argv)
 	/* --sample keeps only raw-domain blocks (about 1 in 20): a smaller map */
 	if (opt.sample && !max_blocks_given)
 		opt.max_blocks = 1 << 18;
+	if (opt.sample && opt.lazy_frees)
+		return usage_error("%s", "--sample and --lazy-frees do not go together (--sample probes no pymalloc free)");
 	if (opt.cumulative && opt.key == TM_KEY_TRACEBACK)
 		return usage_error("%s", "--cumulative works with the lineno and filename keys only");
 	cli_finish_filters(&opt.filters);

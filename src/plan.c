@@ -215,7 +215,7 @@ static int add_extra_sites(struct elf_file *ef, struct x86_code *code, struct pr
 		p->tracks = !err;
 	}
 	/* the installation of a hook, so the session probes it at once */
-	if (!err && p->mode == PLAN_EXACT && !elf_find_symbol(ef, "PyMem_SetAllocator", &code_type, NULL))
+	if (!err && p->mode != PLAN_SAMPLED && !elf_find_symbol(ef, "PyMem_SetAllocator", &code_type, NULL))
 		err = add_first_insn_site(ef, code, p, code_type, TM_ROLE_SET_ALLOCATOR, TM_REG_NONE, TM_REG_NONE,
 					  "PyMem_SetAllocator");
 	/* tp_dealloc sits after ob_refcnt, ob_type, ob_size, tp_name,
@@ -366,6 +366,36 @@ static uint64_t refill_function(struct elf_file *ef, const struct pymalloc_info 
 	return elf_find_symbol(ef, "allocate_from_new_pool", &vaddr, NULL) ? 0 : vaddr;
 }
 
+/* --lazy-frees: pymalloc's own frees are not probed (userspace finds them
+ * in the pools). Its frees of large blocks still show: pymalloc hands
+ * those to the raw domain, whose frees stay probed. Hooks keep theirs. */
+static int drop_pymalloc_frees(struct probe_plan *p)
+{
+	int *moved_to = malloc((size_t)(p->nsites ? p->nsites : 1) * sizeof(*moved_to)), n = 0;
+
+	if (!moved_to)
+		return -ENOMEM;
+	for (int i = 0; i < p->nsites; i++) {
+		const struct probe_site *s = &p->sites[i];
+
+		moved_to[i] = -1;
+		if (s->bpf.role == TM_ROLE_FREE && s->bpf.family == TM_FAMILY_PYMALLOC &&
+		    !(s->bpf.flags & TM_SITE_HOOK)) {
+			if (!s->emulated)
+				p->single_stepped--;
+			continue;
+		}
+		moved_to[i] = n;
+		p->sites[n++] = *s;
+	}
+	for (int i = 0; i < n; i++)
+		if (p->sites[i].bpf.role == TM_ROLE_RETURN)
+			p->sites[i].bpf.entry = (uint32_t)moved_to[p->sites[i].bpf.entry];
+	p->nsites = n;
+	free(moved_to);
+	return 0;
+}
+
 bool plan_predicts(const struct probe_plan *p)
 {
 	return p->pm.usedpools || p->pm.per_interp;
@@ -409,7 +439,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 	refill = refill_function(ef, &found);
 	/* 3.12+: each interpreter has its usedpools[]; BPF reads the calling
 	 * thread's. The refill function is needed for an empty size class. */
-	if (p->no_predict[0] && mode == PLAN_EXACT && minor >= 12 && refill) {
+	if (p->no_predict[0] && mode != PLAN_SAMPLED && minor >= 12 && refill) {
 		p->pm.per_interp = true;
 		p->pm.new_pool_fn = refill;
 		p->no_predict[0] = '\0';
@@ -450,7 +480,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 	/* A hook serves every domain: probing it would trace each pymalloc
 	 * allocation. --sample counts the raw domain at its default functions
 	 * (with tracemalloc inside, its own raw bookkeeping too). */
-	if (!err && mode == PLAN_EXACT)
+	if (!err && mode != PLAN_SAMPLED)
 		err = add_known_hooks(ef, &code, cfi, p);
 	if (!err)
 		err = inlined_find(&code, ef, cfi, p->fns, p->nfns, &p->pm, &p->copies);
@@ -469,7 +499,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 		err = add_copy_sites(ef, &code, p, c, bias);
 	}
 	/* free-list reuse re-stamps only what is traced block by block */
-	if (!err && mode == PLAN_EXACT)
+	if (!err && mode != PLAN_SAMPLED)
 		err = newref_find(&code, ef, &p->newrefs);
 	for (int i = 0; i < p->newrefs.count && !err; i++) {
 		struct probe_site *s = new_site(p);
@@ -484,6 +514,8 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 		snprintf(s->what, sizeof(s->what), "%s", p->newrefs.sites[i].what);
 		err = finish_site(ef, &code, p, s);
 	}
+	if (!err && mode == PLAN_LAZY_FREES)
+		err = drop_pymalloc_frees(p);
 	if (err && !why[0])
 		snprintf(why, whylen, "cannot build the probe plan: %s", strerror(-err));
 	cfi_close(cfi);

@@ -29,6 +29,9 @@ struct probe_site {
 /* What the plan probes. */
 enum plan_mode {
 	PLAN_EXACT,   /* every allocation and free, as tracemalloc sees them */
+	/* --lazy-frees: every allocation, and every free but pymalloc's, which
+	 * userspace finds in the pools' state at each report */
+	PLAN_LAZY_FREES,
 	/* --sample: the raw domain exactly; pymalloc only where a pool is
 	 * refilled (allocate_from_new_pool), its live blocks read lazily */
 	PLAN_SAMPLED,

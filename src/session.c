@@ -15,6 +15,7 @@
 #include "pytarget.h"
 #include "remote.h"
 #include "resolver.h"
+#include "lazyfree.h"
 #include "sampled.h"
 #include "session.h"
 #include "syscheck.h"
@@ -34,8 +35,14 @@ struct session {
 	struct tm_snapshot *first, *previous; /* --compare: aggregated, filtered */
 	/* --sample: the last estimate's figures, and the highest total seen
 	 * (the peak between reports is not known in this mode) */
-	uint64_t sample_pools, sample_live, sample_unreadable;
+	uint64_t sample_pools, sample_live;
 	int64_t sampled_current, sampled_peak;
+	/* --lazy-frees: the highest current seen after a sweep (BPF's peak
+	 * counts blocks whose frees it did not see) */
+	int64_t lazy_peak;
+	/* pools whose state could not be read at the last report (--sample,
+	 * --lazy-frees) */
+	uint64_t pools_unreadable;
 	char why[1024];
 };
 
@@ -120,6 +127,9 @@ static void print_attach_notes(struct session *s)
 	}
 	if (p->no_predict[0])
 		fprintf(stderr, "tmtrace: pymalloc blocks taken from uretprobes, not predicted: %s\n", p->no_predict);
+	if (p->mode == PLAN_LAZY_FREES)
+		fprintf(stderr, "tmtrace: --lazy-frees: pymalloc's frees are found in its pools at each report; "
+			"the peak is the highest current a report saw\n");
 	fprintf(stderr, "tmtrace: %d probes on %s, %d file descriptors\n", loader_probe_count(s->loader),
 		loader_attach_mode(s->loader), loader_fd_count(s->loader));
 	if (p->single_stepped) {
@@ -236,6 +246,44 @@ static void traced_memory(struct session *s, int64_t *current, int64_t *peak)
 	}
 	*current = __atomic_load_n(&tot->current, __ATOMIC_RELAXED);
 	*peak = __atomic_load_n(&tot->peak, __ATOMIC_RELAXED);
+	if (s->plan.mode == PLAN_LAZY_FREES) {
+		if (*current > s->lazy_peak)
+			s->lazy_peak = *current;
+		*peak = s->lazy_peak;
+	}
+}
+
+/* --lazy-frees: takes the pymalloc blocks freed since the last report out
+ * of the live map, so that what follows counts only blocks in use. */
+static void sweep_freed(struct session *s)
+{
+	struct lazyfree_sweep sw;
+	double start = now_monotonic();
+	int err;
+
+	if (s->plan.mode != PLAN_LAZY_FREES)
+		return;
+	err = lazyfree_sweep(s->loader, s->target.pid, &sw);
+	s->pools_unreadable = sw.unsettled;
+	if (err)
+		fprintf(stderr, "tmtrace: cannot look for freed blocks: %s\n", strerror(-err));
+	else if (s->opt->verbose)
+		fprintf(stderr, "tmtrace: %" PRIu64 " pymalloc blocks in %" PRIu64 " pools looked at in %.3f s: %" PRIu64
+			" freed, %" PRIu64 " pools unsettled\n",
+			sw.blocks, sw.pools, now_monotonic() - start, sw.freed, sw.unsettled);
+}
+
+/* tracemalloc.reset_peak() */
+static void reset_peak(struct session *s)
+{
+	int64_t current, peak;
+
+	loader_reset_peak(s->loader);
+	if (s->plan.mode == PLAN_LAZY_FREES) {
+		sweep_freed(s);
+		s->lazy_peak = 0;
+		traced_memory(s, &current, &peak);
+	}
 }
 
 static void fill_info(struct session *s, struct tm_snapshot *snap)
@@ -301,7 +349,7 @@ static int add_sampled_traces(struct session *s, struct tm_snapshot *snap, struc
 	}
 	s->sample_pools = est.pools;
 	s->sample_live = est.live_samples;
-	s->sample_unreadable = est.unreadable;
+	s->pools_unreadable = est.unreadable;
 	s->sampled_current = __atomic_load_n(&loader_totals(s->loader)->current, __ATOMIC_RELAXED) +
 			     (int64_t)est.bytes;
 	if (s->sampled_current > s->sampled_peak)
@@ -335,7 +383,7 @@ static int add_block(void *ctx, uint64_t address, const struct tm_block *b)
 
 /* A snapshot of every live block, with its address: what -o and SIGUSR1
  * write, as tracemalloc.take_snapshot() would. */
-static int write_snapshot(struct session *s, const char *path)
+static int write_snapshot(struct session *s, const char *path, bool swept)
 {
 	struct block_snapshot bs = { .s = s, .limit = loader_traceback_limit(s->loader) };
 	size_t len = strlen(path);
@@ -346,6 +394,8 @@ static int write_snapshot(struct session *s, const char *path)
 	int err;
 
 	loader_consume(s->loader, on_new_traceback, s);
+	if (!swept)
+		sweep_freed(s);
 	bs.snap = tm_snapshot_new(s->opt->nframe);
 	bs.by_id = calloc(bs.limit, sizeof(*bs.by_id));
 	if (!bs.snap || !bs.by_id) {
@@ -442,7 +492,10 @@ static int print_report(struct session *s)
 	struct tm_snapshot *snap, *base = NULL;
 	struct report r = { 0 };
 	double start = now_monotonic(), built, grouped;
-	int err = build_snapshot(s, &snap);
+	int err;
+
+	sweep_freed(s);
+	err = build_snapshot(s, &snap);
 
 	if (err)
 		return err;
@@ -461,8 +514,8 @@ static int print_report(struct session *s)
 	for (int i = 0; i < TM_LOST_COUNT; i++)
 		lost[i] = (struct lost_counter){ names[i], __atomic_load_n(&tot->lost[i], __ATOMIC_RELAXED) };
 	lost[TM_LOST_COUNT] = (struct lost_counter){ "unresolved_frames", resolver_unresolved(s->resolver) };
-	/* --sample: pools whose state could not be read at this report */
-	lost[TM_LOST_POOL_UNREADABLE].value += s->sample_unreadable;
+	/* pools whose state could not be read at this report */
+	lost[TM_LOST_POOL_UNREADABLE].value += s->pools_unreadable;
 	r.out = stdout;
 	r.format = s->opt->format;
 	r.pid = s->target.pid;
@@ -501,7 +554,7 @@ static int print_report(struct session *s)
 		tm_snapshot_free(snap);
 	}
 	if (s->opt->output)
-		write_snapshot(s, s->opt->output);
+		write_snapshot(s, s->opt->output, true); /* the report's sweep serves */
 	return 0;
 }
 
@@ -532,7 +585,7 @@ static void snapshot_now(struct session *s)
 		snprintf(name, sizeof(name), "tmtrace-%d-%ld.tmt", (int)s->target.pid, (long)now_real());
 		path = name;
 	}
-	if (write_snapshot(s, path) == 0)
+	if (write_snapshot(s, path, false) == 0)
 		fprintf(stderr, "tmtrace: snapshot written to %s\n", path);
 }
 
@@ -545,7 +598,7 @@ static bool on_key(struct session *s, char key)
 		snapshot_now(s);
 		break;
 	case 'r':
-		loader_reset_peak(s->loader);
+		reset_peak(s);
 		fprintf(stderr, "tmtrace: peak reset\n");
 		break;
 	case 'c':
@@ -667,7 +720,7 @@ static int event_loop(struct session *s)
 				if (si.ssi_signo == SIGUSR1)
 					snapshot_now(s);
 				else if (si.ssi_signo == SIGUSR2)
-					loader_reset_peak(s->loader);
+					reset_peak(s);
 				else
 					goto out; /* detach */
 			} else if (evs[i].data.u32 == EV_KEY) {
@@ -704,7 +757,7 @@ out:
 	if (keys)
 		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
 	if (s->opt->output)
-		write_snapshot(s, s->opt->output);
+		write_snapshot(s, s->opt->output, false);
 	if (err)
 		snprintf(s->why, sizeof(s->why), "%s", strerror(-err));
 	close(ep);
@@ -712,6 +765,13 @@ out:
 	if (pidfd >= 0)
 		close(pidfd);
 	return err;
+}
+
+static enum plan_mode plan_mode_of(const struct session_options *opt)
+{
+	if (opt->sample)
+		return PLAN_SAMPLED;
+	return opt->lazy_frees ? PLAN_LAZY_FREES : PLAN_EXACT;
 }
 
 int session_run(const struct session_options *opt)
@@ -741,7 +801,7 @@ int session_run(const struct session_options *opt)
 		return code;
 	}
 	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
-	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, opt->sample ? PLAN_SAMPLED : PLAN_EXACT, s->target.minor,
+	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, plan_mode_of(opt), s->target.minor,
 			       &s->plan, s->why, sizeof(s->why))) ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
 	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {

@@ -25,6 +25,7 @@ struct session_options {
 	uint32_t max_tracebacks;
 	bool count_all_frames;
 	bool sample;            /* --sample: pymalloc from pool refills, estimated */
+	bool lazy_frees;        /* --lazy-frees: pymalloc's frees found in its pools */
 	bool verbose;
 };
 

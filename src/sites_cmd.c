@@ -89,13 +89,14 @@ int sites_command(int argc, char **argv)
 
 	enum plan_mode mode = PLAN_EXACT;
 
-	if (argc == 3 && !strcmp(argv[1], "--sample")) {
-		mode = PLAN_SAMPLED;
+	if (argc == 3 && (!strcmp(argv[1], "--sample") || !strcmp(argv[1], "--lazy-frees"))) {
+		mode = !strcmp(argv[1], "--sample") ? PLAN_SAMPLED : PLAN_LAZY_FREES;
 		argv++;
 		argc--;
 	}
 	if (argc != 2 || argv[1][0] == '-') {
-		fprintf(stderr, "tmtrace: usage: tmtrace sites [--sample] FILE (a python executable or libpython)\n");
+		fprintf(stderr, "tmtrace: usage: tmtrace sites [--sample|--lazy-frees] FILE (a python executable or "
+			"libpython)\n");
 		return 2;
 	}
 	err = elf_file_open(argv[1], &ef);
