@@ -19,12 +19,15 @@ Configurations, interleaved per round:
   tmt1, tmt25   tmtrace attached from outside, -n 1 or -n 25
   smp1          tmtrace --sample -n 1: raw domain exact, pymalloc estimated
                 from pool refills
+  lfloor        the floor of --lazy-frees' probes (pymalloc's frees unprobed)
+  lzy1          tmtrace --lazy-frees -n 1: pymalloc's frees found in the
+                pools at each report (-i 1 here, so that the sweeps count)
 
 For each it prints the median time and the slowdown against `none`; for
 tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
 memory its maps take per live block; and `added/floor`: the time tmtrace
 adds over no tracing, divided by the time the empty probes add (1.0 means
-the BPF program costs nothing beyond its traps)."""
+the BPF program costs nothing beyond its traps; lzy1 against lfloor)."""
 
 import argparse
 import glob
@@ -40,7 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TMTRACE = os.path.join(ROOT, "build", "tmtrace")
 WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000"),
              "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
-CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1"]
+CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1"]
+TRACED = ("floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1")
 
 
 def default_pythons():
@@ -74,13 +78,15 @@ def run_once(python, workload, config):
                          stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.join(HERE, "workloads"))
     assert p.stdout.readline().strip() == "ready"
     tracer, notes = None, []
-    if config in ("floor", "tmt1", "tmt25", "smp1"):
+    if config in TRACED:
         tenv = dict(os.environ)
-        if config == "floor":
+        if config in ("floor", "lfloor"):
             tenv["TMTRACE_EMPTY_PROBES"] = "1"
         nframe = "25" if config == "tmt25" else "1"
-        mode = ["--sample"] if config == "smp1" else []
-        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", "3600", "-n", nframe] + mode,
+        mode = {"smp1": ["--sample"], "lfloor": ["--lazy-frees"], "lzy1": ["--lazy-frees"]}.get(config, [])
+        # a report every second under --lazy-frees: its sweeps are its cost
+        interval = "1" if config == "lzy1" else "3600"
+        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", interval, "-n", nframe] + mode,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tenv)
         line = tracer.stderr.readline()
         if not line.startswith("tmtrace: attached"):
@@ -131,7 +137,7 @@ def main():
                 for c in configs:
                     runs[c].append(run_once(python, workload, c))
             base = statistics.median(r.seconds for r in runs["none"])
-            floor = statistics.median(r.seconds for r in runs["floor"]) if "floor" in runs else None
+            floors = {c: statistics.median(r.seconds for r in runs[c]) for c in ("floor", "lfloor") if c in runs}
             print("\n%s, %s: no tracing %.3f s" % (python, workload, base))
             print("  %-6s %9s %9s %12s %9s %9s %11s" % ("config", "seconds", "slowdown", "added/floor",
                                                         "cpu s", "rss MiB", "kmem/block"))
@@ -139,8 +145,9 @@ def main():
                 if c == "none":
                     continue
                 t = statistics.median(r.seconds for r in runs[c])
+                floor = floors.get("lfloor" if c == "lzy1" else "floor")
                 added = ("%11.2fx" % ((t - base) / (floor - base))
-                         if floor and c.startswith("tmt") and floor > base else "%12s" % "")
+                         if floor and c in ("tmt1", "tmt25", "lzy1") and floor > base else "%12s" % "")
                 cpu = [r.cpu for r in runs[c] if r.cpu is not None]
                 rss = [r.rss_kib for r in runs[c] if r.rss_kib is not None]
                 kmem = [r.kmem_per_block for r in runs[c] if r.kmem_per_block is not None]

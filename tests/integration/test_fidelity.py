@@ -1,7 +1,7 @@
 """Per-line sizes and counts agree with tracemalloc's own, within 1%, on
 every build of harness.BUILDS.
 
-Three tests per build, generated at the end of this module as
+Four tests per build, generated at the end of this module as
 test_<what>_<build suffix> (test_lines_agree_with_tracemalloc_3_12,
 test_complete_agrees_with_tracemalloc_debian_3_11, ...), each with
 `fn.build` set to the build's name for run.py's matrix:
@@ -11,6 +11,7 @@ test_complete_agrees_with_tracemalloc_debian_3_11, ...), each with
   complete   workloads/complete.py (json, re, pickle, growth, generators,
              coroutines, exceptions, classes, imports after 'go'), lineno
              statistics of every file, the files' totals and the grand total
+  lazy_frees complete.py again, with --lazy-frees
 
 tracemalloc's side comes from a run of the same workload with tracemalloc
 started inside it at 'go'; tmtrace's from a second run it is attached to."""
@@ -242,14 +243,18 @@ def compare_complete(ref, report):
                               report["total_size"], report["total_count"], grand[0], grand[1]))
 
 
-def complete_on(python):
+def complete_on(python, *opts):
     tmpdir = tempfile.mkdtemp(prefix="tmtrace-complete-")
     try:
         ref = complete_reference(python, tmpdir)
-        report = measure(python, script="complete.py", args=("plain", tmpdir), env=COMPLETE_ENV)
+        report = measure(python, *opts, script="complete.py", args=("plain", tmpdir), env=COMPLETE_ENV)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     compare_complete(ref, report)
+
+
+def lazy_frees_on(python):
+    complete_on(python, "--lazy-frees")
 
 
 # --- one test per build and kind --------------------------------------------
@@ -264,6 +269,10 @@ KINDS = [
      "complete.py: json, re, pickle, list/dict growth, str.join, generators,\n"
      "coroutines, exceptions, classes and imports after 'go': every line of\n"
      "every file, the files' totals and the grand total agree."),
+    ("lazy_frees_agree_with_tracemalloc", lazy_frees_on,
+     "complete.py under --lazy-frees: pymalloc's frees are not probed but found\n"
+     "in the pools' state at each report; every line, file total and the grand\n"
+     "total agree as without it."),
 ]
 
 

@@ -869,6 +869,20 @@ def audit_build(name):
                             "pymalloc site" % sorted(roles))
         said.append("--sample: %d sites (%d emulated), roles %s" % (sampled.count["sites"],
                     sampled.count["emulated"], ", ".join(sorted(roles))))
+    # --lazy-frees' plan: exactly the sites above but pymalloc's own frees
+    lazy = Audit(binary, b.minor, ("--lazy-frees",)).run()
+    problems += ["--lazy-frees: " + p for p in lazy.problems]
+    ident = lambda r: (r["addr"], r["role"], r["kind"], r["family"], r["probe"], r["what"])
+    dropped = {ident(r) for r in audit.rows} - {ident(r) for r in lazy.rows}
+    added = {ident(r) for r in lazy.rows} - {ident(r) for r in audit.rows}
+    wrong = [d for d in dropped if d[1] != "free" or d[3] != "pymalloc"]
+    kept = [r for r in lazy.rows if r["role"] == "free" and r["family"] == "pymalloc"]
+    if added or wrong or kept or not dropped:
+        problems.append("--lazy-frees' plan is not the exact plan less pymalloc's frees: %d sites added, "
+                        "%d other sites dropped, %d pymalloc frees kept, %d dropped"
+                        % (len(added), len(wrong), len(kept), len(dropped)))
+    said.append("--lazy-frees: %d sites, the exact plan less its %d pymalloc free sites"
+                % (lazy.count["sites"], len(dropped)))
     check(not problems, "%d disagreements:\n  %s" % (len(problems), "\n  ".join(problems[:40])))
     print("     " + "\n     ".join(said))
 

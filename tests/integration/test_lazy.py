@@ -1,0 +1,82 @@
+"""--lazy-frees: pymalloc's frees are not probed; at each report tmtrace
+reads the pools of the blocks it holds out of the target and takes those
+found free out of its map. Userspace does that while the target keeps
+allocating at the same addresses, without its GIL, so the race between a
+sweep and a new allocation must lose nothing: a block reallocated after its
+pool was read stays (its allocation number changed), a block freed stays
+until the next sweep.
+
+workloads/churn.py frees and reuses blocks at a high rate while tmtrace
+sweeps ten times a second; once it is done, every line must agree with
+tracemalloc's run of the same workload, within 1%, short-lived lines
+included. (test_fidelity runs complete.py with --lazy-frees too.)"""
+
+import json
+import re
+import time
+
+from harness import BUILDS, Tmtrace, Workload, build_python, check, lines_of, require_root, within
+
+WORKLOAD = "churn.py"
+TOLERANCE = 0.01
+MIN_SIZE, MIN_COUNT = 16 * 1024, 100
+# sweeps that must have run (and freed something) while the workload churned
+MIN_SWEEPS = 5
+SWEEP = re.compile(r"tmtrace: (\d+) pymalloc blocks in (\d+) pools looked at in [\d.]+ s: (\d+) freed, (\d+) pools unsettled")
+
+
+def reference(python):
+    w = Workload(python, WORKLOAD, "tracemalloc")
+    line = w.go()
+    w.finish()
+    check(line.startswith("ref "), "tracemalloc workload printed %r" % line)
+    return {r["lineno"]: (r["size"], r["count"]) for r in json.loads(line[4:])["lineno"]}
+
+
+def check_lazy(build):
+    require_root()
+    python = build_python(build)
+    ref = reference(python)
+    w = Workload(python, WORKLOAD, "plain")
+    t = Tmtrace(w.pid, "--lazy-frees", "-v", "--format", "json", "-i", "0.1", "-t", "0")
+    try:
+        w.go()
+        report = t.next_json(timeout=30, after=time.time() + 0.2)
+    finally:
+        t.stop()
+        w.finish()
+    # the sweeps -v timed: all but the last two or three ran during the churn
+    during = [m for m in (SWEEP.search(l) for l in t.err.lines + t.err.rest()) if m]
+    mine = lines_of(report["stats"], w.proc.args[1])
+    problems = []
+    for lineno in sorted(set(ref) | set(mine)):
+        a, b = ref.get(lineno, (0, 0)), mine.get(lineno, (0, 0))
+        if max(a[0], b[0]) < MIN_SIZE and max(a[1], b[1]) < MIN_COUNT:
+            continue
+        print("     line %d: tracemalloc %d B in %d blocks, tmtrace %d B in %d" % (lineno, a[0], a[1], b[0], b[1]))
+        if not (within(a[0], b[0], TOLERANCE) and within(a[1], b[1], TOLERANCE)):
+            problems.append("line %d: tracemalloc %d B in %d blocks, tmtrace --lazy-frees %d B in %d"
+                            % (lineno, a[0], a[1], b[0], b[1]))
+    freed = [int(m.group(3)) for m in during]
+    print("     %d sweeps, %d blocks found freed, %d pools unsettled at most"
+          % (len(during), sum(freed), max((int(m.group(4)) for m in during), default=0)))
+    check(sum(1 for f in freed if f) >= MIN_SWEEPS,
+          "%s: only %d sweeps freed anything (the workload churned too briefly?): %r" % (build, len(freed), freed))
+    traced = report["traced_memory"]
+    check(traced["peak"] >= traced["current"] > 0,
+          "%s: traced memory %r: the peak is the highest current a report saw" % (build, traced))
+    check(report["lost"]["live_map_full"] == 0, "%s: losses %r" % (build, report["lost"]))
+    check(not problems, "%s: %s" % (build, "; ".join(problems)))
+
+
+def _make(build):
+    fn = lambda: check_lazy(build)
+    fn.__name__ = "test_lazy_frees_under_churn_%s" % build.replace(".", "_").replace("-", "_")
+    fn.__doc__ = "%s: --lazy-frees sweeping while blocks are freed and reused agrees with tracemalloc" % build
+    fn.build = build
+    return fn
+
+
+for _build in BUILDS:
+    _t = _make(_build.name)
+    globals()[_t.__name__] = _t
