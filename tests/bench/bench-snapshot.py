@@ -4,7 +4,7 @@ one run per configuration (these machines are noisy: the empty and the
 full target are measured side by side, by the same tmtrace, in the same
 run; repeat with --rounds).
 
-usage: sudo tests/bench/bench-snapshot.py [--rounds N] [--python PATH] [--blocks N]
+usage: sudo tests/bench/bench-snapshot.py [--rounds N] [--python PATH] [--blocks N] [--mode M]...
                                           [--depth D] [--nframe N]... [--interval S]
                                           [--intervals K] [--snapshots R] [--tmtrace PATH]
 
@@ -27,6 +27,8 @@ snapshot on stderr):
   pickle   -o FILE.pickle: every report also writes a snapshot of every
            live block as tracemalloc's pickle; the same CPU figures, and
            the take and write times of each.
+  lazy     as report, with --lazy-frees: every report first looks every
+           pymalloc block up in its pool (not run unless asked for)
 
 --tmtrace (repeatable) runs other builds, a copy of an older commit say,
 interleaved with each other in every round: a before/after comparison. Figures only: nothing here is an assertion."""
@@ -66,8 +68,8 @@ class Tracer:
     """tmtrace -v on the target; its stderr read in a thread, each report
     and snapshot line recorded with tmtrace's CPU time when it appeared."""
 
-    def __init__(self, tmtrace, pid, nframe, interval, output, cwd):
-        args = [tmtrace, "-p", str(pid), "-v", "-n", str(nframe), "-i", str(interval)]
+    def __init__(self, tmtrace, pid, nframe, interval, output, cwd, extra=()):
+        args = [tmtrace, "-p", str(pid), "-v", "-n", str(nframe), "-i", str(interval)] + list(extra)
         if output:
             args += ["-o", output]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd)
@@ -130,7 +132,8 @@ def run_config(args, tmtrace, nframe, mode, tmp):
                               stdout=subprocess.PIPE, text=True, cwd=os.path.join(HERE, "workloads"))
     assert target.stdout.readline().strip() == "ready"
     output = os.path.join(tmp, "live.pickle") if mode == "pickle" else None
-    tracer = Tracer(tmtrace, target.pid, nframe, args.interval, output, tmp)
+    tracer = Tracer(tmtrace, target.pid, nframe, args.interval, output, tmp,
+                    ["--lazy-frees"] if mode == "lazy" else [])
     res = {}
     try:
         res["empty_cpu"], res["empty_report"] = tracer.cpu_share(args.intervals, args.interval)
@@ -182,7 +185,7 @@ def main():
     ap.add_argument("--interval", type=float, default=5.0)
     ap.add_argument("--intervals", type=int, default=3)
     ap.add_argument("--snapshots", type=int, default=3)
-    ap.add_argument("--mode", action="append", choices=["report", "pickle"])
+    ap.add_argument("--mode", action="append", choices=["report", "pickle", "lazy"])
     ap.add_argument("--tmtrace", action="append")
     args = ap.parse_args()
     nframes = args.nframe or [1, 25]
