@@ -79,11 +79,11 @@ def counted_window(mine, theirs, lost, skip=()):
 HOOKS_N = 1000
 
 
-def tracemalloc_inside(variant):
+def tracemalloc_inside(variant, opts=()):
     def body(build):
         require_root()
         python = python_for(build)
-        run = traced_run(python, "hooks_tracemalloc.py", [HOOKS_N], mode=variant, reference=False,
+        run = traced_run(python, "hooks_tracemalloc.py", [HOOKS_N], opts=opts, mode=variant, reference=False,
                          phases=(("go", "ref "),))
         plan, report, own = run.plan, run.reports[0], run.own[0]
         n = plan["n"]
@@ -144,6 +144,12 @@ tracemalloc, allocates the mix, takes its snapshot, stops tracemalloc
 (freeing its tables) and allocates more known blocks: the known lines
 before and after are exact, the mix agrees with the target's snapshot
 within 1%.""")
+
+per_build(globals(), "test_tracemalloc_started_and_stopped_under_lazy_frees",
+          tracemalloc_inside("mid", ("--lazy-frees",)), """
+The same with --lazy-frees: pymalloc's default free is not probed, the
+hook's free is (tracemalloc's own bookkeeping stays out), and the blocks
+freed outside the hooks are found in their pools: the same checks hold.""")
 
 
 # ---- C2: PYTHONMALLOC=malloc -------------------------------------------------

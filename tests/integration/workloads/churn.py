@@ -10,7 +10,8 @@ hands them to the raw domain). KEPT keeps a 2-tuple every 4th round and
 drops its oldest every 12th; PAIRS keeps a list of 3 every 10th round; BIG
 keeps a bytes of 400 to 1299 bytes every 20th round. Every 2000th round
 BATCH's 300 strs of about 400 bytes are replaced, the old ones freed after
-the new ones are made, so their blocks stay free a while. Every block a
+the new ones are made, so their blocks stay free a while. Round 50000
+makes 200000 strs and drops them at once: a spike of the peak. Every block a
 report should show is known: KEPT's, PAIRS', BATCH's and BIG's lines, and
 nothing on the short-lived lines."""
 
@@ -39,16 +40,23 @@ def main():
             PAIRS.append([i, i, i])
         if i % 20 == 0:
             BIG.append(bytes(400 + i % 900))        # kept, both sides of the 512-byte threshold
+        if i == 50000:
+            # a spike in the middle, gone at once: tracemalloc's peak has
+            # it, --lazy-frees' only if a report came while it lived
+            spike = [str(j) * 4 for j in range(200000)]
+            del spike
         if i % 2000 == 0:
             # the old batch goes after the new one is made: its blocks
             # stay free until the next batch, for the sweeps to find
             BATCH[:] = ["b" * 380 + str(j) for j in range(i, i + 300)]
     if MODE == "tracemalloc":
         snap = tracemalloc.take_snapshot()
+        current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         lines = [{"lineno": s.traceback[0].lineno, "size": s.size, "count": s.count}
                  for s in snap.statistics("lineno") if s.traceback[0].filename == __file__]
-        print("ref " + json.dumps({"file": __file__, "lineno": lines}), flush=True)
+        print("ref " + json.dumps({"file": __file__, "lineno": lines, "current": current, "peak": peak}),
+              flush=True)
     else:
         print("done", flush=True)
     sys.stdin.read()
