@@ -16,7 +16,8 @@ import json
 import re
 import time
 
-from harness import BUILDS, Tmtrace, Workload, build_python, check, lines_of, require_root, within
+from harness import Tmtrace, Workload, build_python, check, lines_of, require_root, within
+from test_threads import per_build
 
 WORKLOAD = "churn.py"
 TOLERANCE = 0.01
@@ -76,14 +77,7 @@ def check_lazy(build):
     check(not problems, "%s: %s" % (build, "; ".join(problems)))
 
 
-def _make(build):
-    fn = lambda: check_lazy(build)
-    fn.__name__ = "test_lazy_frees_under_churn_%s" % build.replace(".", "_").replace("-", "_")
-    fn.__doc__ = "%s: --lazy-frees sweeping while blocks are freed and reused agrees with tracemalloc" % build
-    fn.build = build
-    return fn
-
-
-for _build in BUILDS:
-    _t = _make(_build.name)
-    globals()[_t.__name__] = _t
+per_build(globals(), "test_lazy_frees_under_churn", check_lazy, """
+--lazy-frees sweeping ten times a second while blocks are freed and reused:
+every line agrees with tracemalloc, the peak lies between the current and
+tracemalloc's.""")
