@@ -1032,23 +1032,26 @@ static __always_inline __u64 usedpools_now(struct tm_thread *t)
 static __always_inline __u64 predict_block(struct tm_thread *t, __u64 size, bool *empty)
 {
 	__u64 index = (size - 1) >> cfg.pymalloc.alignment_shift;
-	__u64 pool = 0, next = 0, block = 0, usedpools = usedpools_now(t);
+	__u64 pool = 0, usedpools = usedpools_now(t);
+	/* freeblock and nextpool, adjacent in pool_header: one read (each
+	 * read of user memory costs its checks, about a tenth of a hit) */
+	__u64 header[2] = {};
 
 	*empty = false;
 	if (!usedpools || bpf_probe_read_user(&pool, sizeof(pool), (void *)(usedpools + index * 16)) ||
-	    bpf_probe_read_user(&next, sizeof(next), (void *)(pool + cfg.pymalloc.pool_nextpool))) {
+	    bpf_probe_read_user(header, sizeof(header), (void *)(pool + cfg.pymalloc.pool_freeblock))) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
 	}
-	if (pool == next) {
-		*empty = true;
+	if (pool == header[1]) {
+		*empty = true; /* the list's own head: no pool of this size class */
 		return 0;
 	}
-	if (bpf_probe_read_user(&block, sizeof(block), (void *)(pool + cfg.pymalloc.pool_freeblock)) || !block) {
+	if (!header[0]) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
 	}
-	return block;
+	return header[0];
 }
 
 /* pymalloc_realloc(): a pool block whose new size fits its size class

@@ -345,8 +345,8 @@ struct tm_pymalloc_layout {
 	__u64 usedpools;        /* address of usedpools[] in the target; 0: no prediction */
 	__u32 small_threshold;  /* SMALL_REQUEST_THRESHOLD (512) */
 	__u32 alignment_shift;  /* ALIGNMENT_SHIFT (4) */
-	__u32 pool_freeblock;   /* offsetof(struct pool_header, freeblock) */
-	__u32 pool_nextpool;    /* offsetof(struct pool_header, nextpool) */
+	__u32 pool_freeblock;   /* offsetof(struct pool_header, freeblock); nextpool follows it */
+	__u32 pad0;
 	__u32 pool_szidx;       /* offsetof(struct pool_header, szidx) */
 	__u32 pool_size;        /* POOL_SIZE: 4 KiB up to 3.9, 16 KiB from 3.10 */
 	/* 3.12+, when usedpools is 0: the calling thread's interpreter's

@@ -213,6 +213,9 @@ static void publish_hooks(struct loader *l, const struct probe_plan *plan)
 			__atomic_store_n(&l->skel->bss->hooks_seen, 1, __ATOMIC_SEQ_CST);
 }
 
+/* predict_block() reads freeblock and nextpool in one go */
+_Static_assert(POOL_NEXTPOOL == POOL_FREEBLOCK + 8, "pool_header: nextpool right after freeblock");
+
 int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
 		struct loader **out, char *why, size_t whylen)
 {
@@ -254,7 +257,6 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->pymalloc.small_threshold = PYMALLOC_SMALL_REQUEST_THRESHOLD;
 	cfg->pymalloc.alignment_shift = PYMALLOC_ALIGNMENT_SHIFT;
 	cfg->pymalloc.pool_freeblock = POOL_FREEBLOCK;
-	cfg->pymalloc.pool_nextpool = POOL_NEXTPOOL;
 	cfg->pymalloc.pool_szidx = POOL_SZIDX;
 	cfg->pymalloc.pool_size = t->minor >= 10 ? 16384 : 4096;
 	if (plan->pm.per_interp) {
