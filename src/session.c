@@ -37,8 +37,9 @@ struct session {
 	 * (the peak between reports is not known in this mode) */
 	uint64_t sample_pools, sample_live;
 	int64_t sampled_current, sampled_peak;
-	/* --lazy-frees: the highest current seen after a sweep (BPF's peak
-	 * counts blocks whose frees it did not see) */
+	/* --lazy-frees: the highest current seen after a sweep (BPF keeps no
+	 * peak in this mode: its current counts blocks freed since the last
+	 * sweep) */
 	int64_t lazy_peak;
 	/* pools whose state could not be read at the last report (--sample,
 	 * --lazy-frees) */
@@ -280,6 +281,7 @@ static void reset_peak(struct session *s)
 
 	loader_reset_peak(s->loader);
 	if (s->plan.mode == PLAN_LAZY_FREES) {
+		/* the peak becomes the current, as swept now */
 		sweep_freed(s);
 		s->lazy_peak = 0;
 		traced_memory(s, &current, &peak);
