@@ -25,7 +25,8 @@ def test_usage_errors():
                          (("-p", "1", "-n", "0"), "nframe"), (("-p", "1", "-n", "1000"), "nframe"),
                          (("-p", "1", "--format", "xml"), "format"), (("-p", "1", "-i", "0"), "interval"),
                          (("-p", "1", "-t", "-3"), "top"), (("-p", "1", "extra"), "extra"),
-                         (("-p",), "needs a value"), (("-p", "1", "-k", "bogus"), "key type")]:
+                         (("-p",), "needs a value"), (("-p", "1", "-k", "bogus"), "key type"),
+                         (("-p", "1", "--sample", "--lazy-frees"), "do not go together")]:
         code, out, err = run_tmtrace(*args)
         one_error_line(code, out, err, 2, needle)
 
@@ -34,7 +35,7 @@ def test_help_and_version():
     code, out, err = run_tmtrace("--help")
     check(code == 0 and "Usage: tmtrace -p PID" in out and err == "", "--help: %d %r %r" % (code, out, err))
     for opt in ("--interval", "--top", "--count", "--duration", "--nframe", "--format",
-                "--max-blocks", "--verbose", "--version"):
+                "--max-blocks", "--verbose", "--version", "--sample", "--lazy-frees"):
         check(opt in out, "--help does not document %s" % opt)
     code, out, err = run_tmtrace("--version")
     check(code == 0 and out.startswith("tmtrace "), "--version: %d %r" % (code, out))
