@@ -277,14 +277,11 @@ static void sweep_freed(struct session *s)
 /* tracemalloc.reset_peak() */
 static void reset_peak(struct session *s)
 {
-	int64_t current, peak;
-
 	loader_reset_peak(s->loader);
 	if (s->plan.mode == PLAN_LAZY_FREES) {
 		/* the peak becomes the current, as swept now */
 		sweep_freed(s);
-		s->lazy_peak = 0;
-		traced_memory(s, &current, &peak);
+		s->lazy_peak = __atomic_load_n(&loader_totals(s->loader)->current, __ATOMIC_RELAXED);
 	}
 }
 
@@ -498,7 +495,6 @@ static int print_report(struct session *s)
 
 	sweep_freed(s);
 	err = build_snapshot(s, &snap);
-
 	if (err)
 		return err;
 	built = now_monotonic();
