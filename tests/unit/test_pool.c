@@ -52,6 +52,24 @@ static void test_empty_pool_has_nothing_in_use(void)
 	CU_ASSERT_FALSE(pool_view_in_use(&v, fake_block(pool, 4, 1) - addr()));
 }
 
+/* A full pool is decided from its header; one whose header says full but
+ * has a free list does not add up. */
+static void test_full_pool(void)
+{
+	const uint32_t capacity = (POOL - POOL_OVERHEAD) / 48;
+	struct pool_header *h = (struct pool_header *)pool;
+	struct pool_view v;
+
+	fake_pool(pool, 2, capacity, NULL, 0);
+	CU_ASSERT_EQUAL_FATAL(pool_view_read(getpid(), POOL, addr(), &v), 0);
+	CU_ASSERT(v.is_pool);
+	CU_ASSERT_EQUAL(v.in_use, capacity);
+	CU_ASSERT(pool_view_in_use(&v, fake_block(pool, 2, 0) - addr()));
+	CU_ASSERT(pool_view_in_use(&v, fake_block(pool, 2, capacity - 1) - addr()));
+	h->freeblock = fake_block(pool, 2, 4);
+	CU_ASSERT_EQUAL(pool_view_read(getpid(), POOL, addr(), &v), -EAGAIN);
+}
+
 /* A free list that does not add up (the target changed the pool while it
  * was copied) is never taken for the truth: its blocks stay as they were. */
 static void test_inconsistent_pool_is_not_settled(void)
@@ -98,6 +116,7 @@ void register_pool_tests(void)
 	pool = aligned_alloc(POOL, POOL);
 	CU_add_test(s, "free list and untouched blocks", test_free_list_and_untouched_blocks);
 	CU_add_test(s, "empty pool has nothing in use", test_empty_pool_has_nothing_in_use);
+	CU_add_test(s, "full pool", test_full_pool);
 	CU_add_test(s, "inconsistent pool is not settled", test_inconsistent_pool_is_not_settled);
 	CU_add_test(s, "gone or foreign memory is no pool", test_gone_or_foreign_memory_is_no_pool);
 }
