@@ -39,6 +39,16 @@ volatile __u64 code_death_count = 0;
  * (a random number instead measured no faster: bench-overhead, Debian's
  * threads and mix, two alternating runs) */
 __u64 block_seq = 0;
+/* --lazy-frees: the journal of allocations, a ring indexed by allocation
+ * number. Sized from --max-blocks; mmapped by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct tm_journal_entry);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+} journal SEC(".maps");
+
 /* Hook functions (addresses in the target) that have probes. */
 volatile __u64 hook_fns[TM_MAX_HOOKS] = {};
 
@@ -750,6 +760,21 @@ static __always_inline bool store_block(__u64 ptr, const struct tm_block *blk)
 	return false;
 }
 
+/* --lazy-frees: the allocation numbered seq, for the next sweep. */
+static __always_inline void journal_add(__u64 ptr, __u32 size, __u32 seq)
+{
+	__u32 slot = seq & cfg.journal_mask;
+	struct tm_journal_entry *e = bpf_map_lookup_elem(&journal, &slot);
+
+	if (!e)
+		return;
+	e->ptr = ptr;
+	e->size = size;
+	/* the slot is whole once seq is there (x86 keeps stores in order) */
+	asm volatile("" ::: "memory");
+	*(volatile __u32 *)&e->seq = seq;
+}
+
 /* As tracemalloc_add_trace(): a block already traced at this address is
  * replaced, size and traceback. */
 static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 size, __u32 flags)
@@ -759,8 +784,14 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 
 	blk.traceback_id = current_traceback(t);
 	if (cfg.lazy_frees) {
+		bool stored;
+
 		blk.seq = (__u32)__sync_fetch_and_add(&block_seq, 1) + 1;
-		if (!store_block(ptr, &blk)) {
+		stored = store_block(ptr, &blk);
+		/* every number gets its slot, stored or not: a sweep reads
+		 * the journal in order and waits at a slot not yet written */
+		journal_add(ptr, stored && (flags & TM_BLOCK_PYMALLOC) && size <= 0xffff ? (__u32)size : 0, blk.seq);
+		if (!stored) {
 			count_lost(TM_LOST_LIVE_FULL);
 			return;
 		}

@@ -200,6 +200,17 @@ struct tm_block {
 
 #define TM_BLOCK_PYMALLOC 1 /* pymalloc owns it (it came from a pool) */
 
+/* --lazy-frees: each allocation's record in the journal, at the slot of its
+ * allocation number (seq & journal_mask), so that a sweep learns the blocks
+ * allocated since the last one without reading the whole live map. seq is
+ * written last: a slot is whole when it holds the seq userspace expects,
+ * before and after reading it. */
+struct tm_journal_entry {
+	__u64 ptr;
+	__u32 size; /* 0: nothing for a sweep (not from a pool, or not stored) */
+	__u32 seq;
+};
+
 /* A block PyTraceMalloc_Track() put in a domain other than 0: the key of
  * the `tracked` map (tracemalloc keys traces by domain and address). */
 struct tm_tracked_key {
@@ -373,7 +384,7 @@ struct tm_config {
 	 * blocks it finds free in their pools, so BPF never writes a live
 	 * block in place (see store_block) */
 	__u32 lazy_frees;
-	__u32 pad;
+	__u32 journal_mask; /* --lazy-frees: journal entries - 1 (a power of two) */
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

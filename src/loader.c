@@ -39,6 +39,8 @@ struct loader {
 	size_t key_size;
 	struct tm_traceback_stats *stats; /* mmapped traceback_stats */
 	size_t stats_len;
+	const struct tm_journal_entry *journal; /* --lazy-frees: mmapped journal */
+	uint32_t journal_entries; /* a power of two; 0 outside --lazy-frees */
 	struct ring_buffer *rb;
 	loader_traceback_fn event_fn;
 	loader_code_fn code_fn;
@@ -67,6 +69,11 @@ struct tm_uprobe_multi_attr {
 	__u32 pid;
 	__u8 rest[64]; /* the rest of union bpf_attr, zero */
 };
+
+static size_t journal_len(const struct loader *l)
+{
+	return (size_t)l->journal_entries * sizeof(struct tm_journal_entry);
+}
 
 static int silent_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
@@ -249,6 +256,20 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->sample = opt->sample;
 	cfg->code_deaths_probed = plan->code_deaths;
 	cfg->lazy_frees = plan->mode == PLAN_LAZY_FREES;
+	if (cfg->lazy_frees) {
+		/* half the capacity: a sweep runs when half of that was
+		 * written since the last (see lazyfree.c); the whole map is
+		 * read only if the journal ran over meanwhile */
+		const char *forced = getenv("TMTRACE_JOURNAL_ENTRIES"); /* tests: make it run over */
+
+		l->journal_entries = 4096;
+		while (l->journal_entries < opt->max_blocks / 2 && l->journal_entries < (1u << 30))
+			l->journal_entries <<= 1;
+		if (forced && atoi(forced) >= 16)
+			for (l->journal_entries = 16; l->journal_entries < (uint32_t)atoi(forced);)
+				l->journal_entries <<= 1;
+		cfg->journal_mask = l->journal_entries - 1;
+	}
 	l->max_samples = opt->sample ? opt->max_samples : 0;
 	/* A call whose result has not come after this long took a path
 	 * around its return site; far longer than any allocation takes. */
@@ -296,6 +317,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	bpf_map__set_max_entries(l->skel->maps.traceback_ids, opt->max_tracebacks);
 	bpf_map__set_max_entries(l->skel->maps.traceback_stats, opt->max_tracebacks);
 	bpf_map__set_map_flags(l->skel->maps.traceback_stats, BPF_F_MMAPABLE);
+	bpf_map__set_max_entries(l->skel->maps.journal, l->journal_entries ? l->journal_entries : 1);
 
 	err = tmtrace_bpf__load(l->skel);
 	if (err) {
@@ -318,6 +340,16 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		l->stats = NULL;
 		snprintf(why, whylen, "cannot map the traceback statistics: %s", strerror(-err));
 		goto fail;
+	}
+	if (l->journal_entries) {
+		void *j = mmap(NULL, journal_len(l), PROT_READ, MAP_SHARED, bpf_map__fd(l->skel->maps.journal), 0);
+
+		if (j == MAP_FAILED) {
+			err = -errno;
+			snprintf(why, whylen, "cannot map the allocation journal: %s", strerror(-err));
+			goto fail;
+		}
+		l->journal = j;
 	}
 	*out = l;
 	return 0;
@@ -502,6 +534,8 @@ void loader_close(struct loader *l)
 	free(l->links);
 	if (l->stats)
 		munmap(l->stats, l->stats_len);
+	if (l->journal)
+		munmap((void *)l->journal, journal_len(l));
 	tmtrace_bpf__destroy(l->skel);
 	free(l);
 }
@@ -531,7 +565,19 @@ uint64_t loader_map_memory(const struct loader *l)
 	 * code-event slots */
 	return live + ids + stats + (4 << 20) + 65536ULL * (48 + sizeof(struct tm_raw_frame) + 8) +
 	       (uint64_t)l->ncpus * sizeof(struct tm_code_event) +
-	       l->max_samples * (48 + 8 + sizeof(struct tm_pool_sample)); /* allocated as used */
+	       l->max_samples * (48 + 8 + sizeof(struct tm_pool_sample)) + /* allocated as used */
+	       (uint64_t)l->journal_entries * sizeof(struct tm_journal_entry);
+}
+
+const struct tm_journal_entry *loader_journal(const struct loader *l, uint32_t *entries)
+{
+	*entries = l->journal_entries;
+	return l->journal;
+}
+
+uint64_t loader_allocations_numbered(const struct loader *l)
+{
+	return __atomic_load_n(&l->skel->bss->block_seq, __ATOMIC_ACQUIRE);
 }
 
 const struct tm_totals *loader_totals(const struct loader *l)
@@ -673,7 +719,7 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
 	return err ? err : loader_each_tracked(l, fn, ctx);
 }
 
-int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *seen)
+int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq)
 {
 	int fd = bpf_map__fd(l->skel->maps.live);
 	struct tm_totals *tot = &l->skel->bss->totals;
@@ -683,7 +729,7 @@ int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *s
 		return 0; /* freed through a probe meanwhile (a realloc) */
 	/* A newer allocation than the one found free: put it back, unless
 	 * BPF stored a newer one still (which subtracted nothing of this) */
-	if (gone.seq != seen->seq && !bpf_map_update_elem(fd, &ptr, &gone, BPF_NOEXIST))
+	if (gone.seq != seq && !bpf_map_update_elem(fd, &ptr, &gone, BPF_NOEXIST))
 		return 0;
 	if (gone.traceback_id < l->max_tracebacks) {
 		struct tm_traceback_stats *st = &l->stats[gone.traceback_id];
@@ -693,7 +739,7 @@ int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *s
 	}
 	__atomic_fetch_sub(&tot->current, (int64_t)gone.size, __ATOMIC_RELAXED);
 	__atomic_fetch_add(&tot->frees, 1, __ATOMIC_RELAXED);
-	return gone.seq == seen->seq;
+	return gone.seq == seq;
 }
 
 int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx)

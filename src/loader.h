@@ -63,10 +63,17 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
 /* Every live block, in every domain, for snapshots with addresses. */
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
-/* --lazy-frees: the pymalloc block at `ptr`, `seen` in the live map before
- * its pool showed it free, leaves the map and its traceback's totals,
- * unless a newer allocation took its place meanwhile. 1 if it went. */
-int loader_forget_freed(struct loader *l, uint64_t ptr, const struct tm_block *seen);
+/* --lazy-frees: the pymalloc block at `ptr`, put there by allocation
+ * number `seq` and since found free in its pool, leaves the map and its
+ * traceback's totals, unless a newer allocation took its place meanwhile.
+ * 1 if it went. */
+int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq);
+/* --lazy-frees: the journal (mmapped, read-only) and its size; NULL and 0
+ * in other modes. Allocation number n (1-based, 32 bits kept) is at slot
+ * n & (entries - 1). */
+const struct tm_journal_entry *loader_journal(const struct loader *l, uint32_t *entries);
+/* --lazy-frees: how many allocations were numbered so far. */
+uint64_t loader_allocations_numbered(const struct loader *l);
 /* --sample: every pool's latest refill (pool address, sample). */
 typedef int (*loader_sample_fn)(void *ctx, uint64_t pool, const struct tm_pool_sample *sample);
 int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx);

@@ -41,6 +41,7 @@ struct session {
 	 * peak in this mode: its current counts blocks freed since the last
 	 * sweep) */
 	int64_t lazy_peak;
+	struct lazyfree *lazy; /* --lazy-frees: the pymalloc blocks, pool by pool */
 	/* pools whose state could not be read at the last report (--sample,
 	 * --lazy-frees) */
 	uint64_t pools_unreadable;
@@ -260,18 +261,30 @@ static void sweep_freed(struct session *s)
 {
 	struct lazyfree_sweep sw;
 	double start = now_monotonic();
+	int64_t current;
 	int err;
 
-	if (s->plan.mode != PLAN_LAZY_FREES)
+	if (!s->lazy)
 		return;
-	err = lazyfree_sweep(s->loader, s->target.pid, &sw);
+	err = lazyfree_sweep(s->lazy, s->loader, s->target.pid, &sw);
 	s->pools_unreadable = sw.unsettled;
-	if (err)
+	if (err) {
 		fprintf(stderr, "tmtrace: cannot look for freed blocks: %s\n", strerror(-err));
-	else if (s->opt->verbose)
+	} else if (s->opt->verbose) {
+		char from[64];
+
+		if (sw.whole_map)
+			snprintf(from, sizeof(from), "the live map read whole");
+		else
+			snprintf(from, sizeof(from), "%" PRIu64 " new from the journal", sw.journal);
 		fprintf(stderr, "tmtrace: %" PRIu64 " pymalloc blocks in %" PRIu64 " pools looked at in %.3f s: %" PRIu64
-			" freed, %" PRIu64 " pools unsettled\n",
-			sw.blocks, sw.pools, now_monotonic() - start, sw.freed, sw.unsettled);
+			" freed, %" PRIu64 " pools unsettled (%s)\n",
+			sw.blocks, sw.pools, now_monotonic() - start, sw.freed, sw.unsettled, from);
+	}
+	/* a sweep between reports (the journal half full) sees a peak too */
+	current = __atomic_load_n(&loader_totals(s->loader)->current, __ATOMIC_RELAXED);
+	if (current > s->lazy_peak)
+		s->lazy_peak = current;
 }
 
 /* tracemalloc.reset_peak() */
@@ -734,6 +747,9 @@ static int event_loop(struct session *s)
 		now = now_monotonic();
 		if (now >= next_hook_check) {
 			check_hooks(s);
+			/* --lazy-frees: before the journal runs over */
+			if (s->lazy && lazyfree_due(s->lazy, s->loader))
+				sweep_freed(s);
 			next_hook_check = now + HOOK_CHECK_INTERVAL;
 		}
 		if (now >= next_report) {
@@ -806,6 +822,11 @@ int session_run(const struct session_options *opt)
 		code = fail(s, err);
 		goto out;
 	}
+	if (s->plan.mode == PLAN_LAZY_FREES && !(s->lazy = lazyfree_new(loader_pool_size(s->loader)))) {
+		snprintf(s->why, sizeof(s->why), "out of memory");
+		code = fail(s, -ENOMEM);
+		goto out;
+	}
 	resolver_set_generations(s->resolver, code_generation, s->loader);
 	loader_on_code(s->loader, on_new_code);
 	err = loader_attach(s->loader, &s->plan, s->target.open_path, s->why, sizeof(s->why));
@@ -824,6 +845,7 @@ int session_run(const struct session_options *opt)
 		print_site_hits(s);
 out:
 	loader_close(s->loader);
+	lazyfree_free(s->lazy);
 	resolver_free(s->resolver);
 	srcline_free(s->sources);
 	tm_snapshot_free(s->first);
