@@ -245,10 +245,11 @@ class Workload:
 class Tmtrace:
     """The real tmtrace, attached to a pid; waits for its 'attached' line."""
 
-    def __init__(self, pid, *opts, wait_attached=True, timeout=60):
+    def __init__(self, pid, *opts, wait_attached=True, timeout=60, env=None):
         self.proc = subprocess.Popen([TMTRACE, "-p", str(pid)] + [str(o) for o in opts],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     env=dict(os.environ, **env) if env else None)
         self.out = Lines(self.proc.stdout, "tmtrace stdout")
         self.err = Lines(self.proc.stderr, "tmtrace stderr")
         self.attached = None
