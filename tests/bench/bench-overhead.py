@@ -6,6 +6,7 @@ over rounds).
 
 usage: sudo tests/bench/bench-overhead.py [--rounds N] [--python PATH]...
                                           [--workload NAME]... [--config NAME]...
+                                          [--tmtrace PATH]...
 
 Workloads (tests/bench/workloads): micro (allocation-heavy loop), mix
 (json, regex and dataclass processing), threads (four threads of the
@@ -27,7 +28,12 @@ For each it prints the median time and the slowdown against `none`; for
 tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
 memory its maps take per live block; and `added/floor`: the time tmtrace
 adds over no tracing, divided by the time the empty probes add (1.0 means
-the BPF program costs nothing beyond its traps; lzy1 against lfloor)."""
+the BPF program costs nothing beyond its traps; lzy1 against lfloor).
+
+--tmtrace (repeatable) runs every tmtrace configuration with each build
+given, a copy of an older commit say, interleaved in every round: the
+configurations are then named config@1, config@2 ... in that order, and
+each build's added/floor is against its own floor."""
 
 import argparse
 import glob
@@ -68,7 +74,7 @@ def kernel_memory_per_block(attach_lines):
     return None
 
 
-def run_once(python, workload, config):
+def run_once(python, workload, config, tmtrace=TMTRACE):
     script, arg = WORKLOADS[workload]
     env = dict(os.environ)
     env.pop("PYTHONTRACEMALLOC", None)
@@ -86,7 +92,7 @@ def run_once(python, workload, config):
         mode = {"smp1": ["--sample"], "lfloor": ["--lazy-frees"], "lzy1": ["--lazy-frees"]}.get(config, [])
         # a report every second under --lazy-frees: its sweeps are its cost
         interval = "1" if config == "lzy1" else "3600"
-        tracer = subprocess.Popen([TMTRACE, "-p", str(p.pid), "-i", interval, "-n", nframe] + mode,
+        tracer = subprocess.Popen([tmtrace, "-p", str(p.pid), "-i", interval, "-n", nframe] + mode,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tenv)
         line = tracer.stderr.readline()
         if not line.startswith("tmtrace: attached"):
@@ -123,40 +129,51 @@ def main():
     ap.add_argument("--python", action="append")
     ap.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     ap.add_argument("--config", action="append", choices=CONFIGS)
+    ap.add_argument("--tmtrace", action="append")
     args = ap.parse_args()
     pythons = args.python or default_pythons()
     workloads = args.workload or ["micro", "mix", "threads", "leak"]
     configs = args.config or CONFIGS
     if "none" not in configs:
         configs = ["none"] + configs
+    tracers = [os.path.abspath(t) for t in args.tmtrace] if args.tmtrace else [TMTRACE]
+    # (label, config, build): one per build for tmtrace's configurations
+    labels = []
+    for c in configs:
+        if c in TRACED and len(tracers) > 1:
+            labels += [("%s@%d" % (c, i + 1), c, t) for i, t in enumerate(tracers)]
+        else:
+            labels.append((c, c, tracers[0]))
     print("tmtrace overhead: %d rounds, medians; slowdown against no tracing" % args.rounds)
+    if len(tracers) > 1:
+        for i, t in enumerate(tracers):
+            print("  @%d: %s" % (i + 1, t))
     for python in pythons:
         for workload in workloads:
-            runs = {c: [] for c in configs}
+            runs = {label: [] for label, _, _ in labels}
             for _ in range(args.rounds):
-                for c in configs:
-                    runs[c].append(run_once(python, workload, c))
+                for label, c, t in labels:
+                    runs[label].append(run_once(python, workload, c, t))
             base = statistics.median(r.seconds for r in runs["none"])
-            floors = {c: statistics.median(r.seconds for r in runs[c]) for c in ("floor", "lfloor") if c in runs}
+            times = {label: statistics.median(r.seconds for r in runs[label]) for label in runs}
             print("\n%s, %s: no tracing %.3f s" % (python, workload, base))
-            print("  %-6s %9s %9s %12s %9s %9s %11s" % ("config", "seconds", "slowdown", "added/floor",
+            print("  %-9s %9s %9s %12s %9s %9s %11s" % ("config", "seconds", "slowdown", "added/floor",
                                                         "cpu s", "rss MiB", "kmem/block"))
-            for c in configs:
+            for label, c, _ in labels:
                 if c == "none":
                     continue
-                t = statistics.median(r.seconds for r in runs[c])
-                floor = floors.get("lfloor" if c == "lzy1" else "floor")
+                t = times[label]
+                floor = times.get(label.replace(c, "lfloor" if c == "lzy1" else "floor", 1))
                 added = ("%11.2fx" % ((t - base) / (floor - base))
                          if floor and c in ("tmt1", "tmt25", "lzy1") and floor > base else "%12s" % "")
-                cpu = [r.cpu for r in runs[c] if r.cpu is not None]
-                rss = [r.rss_kib for r in runs[c] if r.rss_kib is not None]
-                kmem = [r.kmem_per_block for r in runs[c] if r.kmem_per_block is not None]
-                print("  %-6s %9.3f %8.2fx %s %9s %9s %11s" % (
-                    c, t, t / base, added,
+                cpu = [r.cpu for r in runs[label] if r.cpu is not None]
+                rss = [r.rss_kib for r in runs[label] if r.rss_kib is not None]
+                kmem = [r.kmem_per_block for r in runs[label] if r.kmem_per_block is not None]
+                print("  %-9s %9.3f %8.2fx %s %9s %9s %11s" % (
+                    label, t, t / base, added,
                     "%.2f" % statistics.median(cpu) if cpu else "",
                     "%.1f" % (statistics.median(rss) / 1024) if rss else "",
                     "%.0f B" % statistics.median(kmem) if kmem else ""), flush=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())

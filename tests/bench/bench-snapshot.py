@@ -190,7 +190,7 @@ def main():
     args = ap.parse_args()
     nframes = args.nframe or [1, 25]
     modes = args.mode or ["report", "pickle"]
-    tracers = args.tmtrace or [TMTRACE]
+    tracers = [os.path.abspath(t) for t in args.tmtrace] if args.tmtrace else [TMTRACE]
     print("tmtrace snapshots and reports: %s, %d blocks over %d tracebacks, -i %g, %d rounds"
           % (args.python, args.blocks, 1 << args.depth, args.interval, args.rounds), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
