@@ -422,6 +422,14 @@ static long frame_walk_step(__u64 index, struct frame_walk *w)
 	if (!s || !w->frame)
 		return 1;
 	n = w->nframe;
+	/* Without --total-nframe nothing needs the frames past the nframe
+	 * kept (total_nframe is then the frames kept): reading the next
+	 * frame and its code only to say that it exists cost two user reads
+	 * a hit, and evicted this thread's cached code object. */
+	if (n >= cfg.nframe && !cfg.count_all_frames) {
+		w->truncated = 1;
+		return 1;
+	}
 	if (bpf_probe_read_user(s->frame_window, cfg.py.frame_window_len & (TM_FRAME_WINDOW - 1),
 				(void *)(w->frame + cfg.py.frame_window_start)))
 		goto unreadable;

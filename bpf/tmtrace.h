@@ -182,7 +182,7 @@ static inline __u32 tm_fingerprint_with_generation(__u32 fingerprint, __u64 gene
 struct tm_raw_stack {
 	__u16 nframe;
 	__u16 total_nframe; /* frames on the stack, if counted, else nframe */
-	__u32 truncated;    /* 1: more frames than nframe (total not counted) */
+	__u32 truncated;    /* 1: a frame follows the nframe kept (not read; total not counted) */
 	struct tm_raw_frame frames[TM_MAX_NFRAME];
 };
 
