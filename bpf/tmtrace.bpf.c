@@ -35,9 +35,9 @@ volatile __u32 code_deaths = 0;
 /* Code objects that died so far: a thread's cached reading of a code
  * object is good while this has not moved. */
 volatile __u64 code_death_count = 0;
-/* --lazy-frees: allocations recorded so far, the source of tm_block.seq
- * (a random number instead measured no faster: bench-overhead, Debian's
- * threads and mix, two alternating runs) */
+/* Allocations recorded so far, the source of tm_block.seq (a random number
+ * instead measured no faster: bench-overhead, Debian's threads and mix, two
+ * alternating runs) */
 __u64 block_seq = 0;
 /* --lazy-frees: the journal of allocations, a ring indexed by allocation
  * number. Sized from --max-blocks; mmapped by userspace. */
@@ -163,6 +163,14 @@ struct tm_thread {
 	 * the traceback both need it); hit_tstate_known is cleared per hit */
 	__u32 hit_tstate_known;
 	__u64 hit_tstate;
+	/* Probe hits on this thread (a running count), and the block its
+	 * last allocation recorded, at which hit, with which number: the
+	 * re-stamp that initializes that object next changes nothing. */
+	__u32 hits;
+	__u32 fresh_hit;
+	__u64 fresh_ptr, fresh_size;
+	__u32 fresh_seq;
+	__u32 pad2;
 };
 
 /* Hits per probe site, for --verbose and the benchmarks. */
@@ -791,10 +799,10 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 	struct tm_block *old;
 
 	blk.traceback_id = current_traceback(t);
+	blk.seq = (__u32)__sync_fetch_and_add(&block_seq, 1) + 1;
 	if (cfg.lazy_frees) {
 		bool stored;
 
-		blk.seq = (__u32)__sync_fetch_and_add(&block_seq, 1) + 1;
 		stored = store_block(ptr, &blk);
 		/* every number gets its slot, stored or not: a sweep reads
 		 * the journal in order and waits at a slot not yet written */
@@ -815,6 +823,10 @@ static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 s
 		}
 	}
 	stats_add(blk.traceback_id, size, 1);
+	t->fresh_ptr = ptr;
+	t->fresh_size = size;
+	t->fresh_seq = blk.seq;
+	t->fresh_hit = t->hits;
 	/* --lazy-frees: current counts freed blocks until a sweep, so the
 	 * peak is userspace's (the highest current after a sweep) */
 	if (cfg.lazy_frees)
@@ -865,10 +877,23 @@ static __always_inline void restamp_whole(__u64 ptr, __u32 id)
  * list on another line with no allocation in between.) */
 static __always_inline void restamp(struct tm_thread *t, __u64 op)
 {
-	__u64 type = 0, flags = 0, ptr = op;
+	__u64 type = 0, flags = 0, ptr = op, fresh = t->fresh_ptr;
 	struct tm_block *b;
 	__u32 id;
 
+	/* The first re-stamp after this thread's last allocation, at the
+	 * very next hit, of an object inside that block: the object being
+	 * initialized right after its allocation (by far the most common
+	 * case), in the frames that allocated it, so the traceback is the
+	 * one just recorded. Its entry must still hold that allocation's
+	 * number: else another thread's allocation took the address since
+	 * (and the object may come from a free list). */
+	t->fresh_ptr = 0;
+	if (fresh && t->fresh_hit + 1 == t->hits && op - fresh < t->fresh_size) {
+		b = bpf_map_lookup_elem(&live, &fresh);
+		if (b && b->seq == t->fresh_seq)
+			return;
+	}
 	if (bpf_probe_read_user(&type, sizeof(type), (void *)(op + cfg.py.object_type)) ||
 	    bpf_probe_read_user(&flags, sizeof(flags), (void *)(type + cfg.py.type_flags)))
 		return;
@@ -1317,6 +1342,7 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 	if (!t)
 		return 0;
 	t->hit_tstate_known = 0;
+	t->hits++;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);
 	if (site->flags & TM_SITE_HOOK) {

@@ -192,9 +192,10 @@ struct tm_block {
 	__u32 traceback_id;
 	__u32 domain;
 	__u32 flags; /* TM_BLOCK_* */
-	/* --lazy-frees: which allocation put it there (a running count), so
-	 * that userspace, finding the block free in its pool, never removes a
-	 * newer allocation at the same address; 0 otherwise */
+	/* which allocation put it there (a running count): --lazy-frees'
+	 * userspace, finding the block free in its pool, never removes a
+	 * newer allocation at the same address, and a thread re-stamping the
+	 * object it just allocated knows the entry is still its own */
 	__u32 seq;
 };
 
