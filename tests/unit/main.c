@@ -27,6 +27,7 @@ int main(void)
 	register_pickle_tests();
 	register_sampled_tests();
 	register_pool_tests();
+	register_lazyfree_tests();
 	CU_basic_set_mode(CU_BRM_VERBOSE);
 	CU_basic_run_tests();
 	unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();

@@ -15,5 +15,6 @@ void register_snapfile_tests(void);
 void register_pickle_tests(void);
 void register_sampled_tests(void);
 void register_pool_tests(void);
+void register_lazyfree_tests(void);
 
 #endif

@@ -2,8 +2,9 @@
 # under AddressSanitizer + UndefinedBehaviorSanitizer.
 
 UNIT_TEST_SRCS := $(wildcard tests/unit/test_*.c) tests/unit/main.c
-# Tool sources that are pure functions and can be unit-tested without BPF.
-UNIT_TOOL_SRCS := src/linetable.c src/sampled.c src/pool.c src/remote.c
+# Tool sources that are pure functions and can be unit-tested without BPF
+# (lazyfree.c with the loader functions it calls defined by its test).
+UNIT_TOOL_SRCS := src/linetable.c src/sampled.c src/pool.c src/remote.c src/lazyfree.c
 UNIT_ALL_SRCS  := $(UNIT_TEST_SRCS) $(UNIT_TOOL_SRCS) $(ENGINE_SRCS)
 UNIT_CFLAGS    := -g -Wall -Wextra -std=gnu11 -D_GNU_SOURCE -Iinclude -Isrc -Ibpf -Itests/unit
 SAN_FLAGS      := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
