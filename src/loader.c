@@ -261,13 +261,13 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		 * written since the last (see lazyfree.c); the whole map is
 		 * read only if the journal ran over meanwhile */
 		const char *forced = getenv("TMTRACE_JOURNAL_ENTRIES"); /* tests: make it run over */
+		bool use_forced = forced && atoi(forced) >= 16;
+		uint64_t wanted = use_forced ? (uint64_t)atoi(forced) : opt->max_blocks / 2;
 
-		l->journal_entries = 4096;
-		while (l->journal_entries < opt->max_blocks / 2 && l->journal_entries < (1u << 30))
+		/* a power of two, at least 4096 (16 when forced), at most 2^30 */
+		l->journal_entries = use_forced ? 16 : 4096;
+		while (l->journal_entries < wanted && l->journal_entries < (1u << 30))
 			l->journal_entries <<= 1;
-		if (forced && atoi(forced) >= 16)
-			for (l->journal_entries = 16; l->journal_entries < (uint32_t)atoi(forced);)
-				l->journal_entries <<= 1;
 		cfg->journal_mask = l->journal_entries - 1;
 	}
 	l->max_samples = opt->sample ? opt->max_samples : 0;
