@@ -232,8 +232,9 @@ bool lazyfree_due(const struct lazyfree *lf, const struct loader *l)
 }
 
 /* Checks a pool's blocks against the pool as read out of the target:
- * those it has free leave the live map. false: the pool could not be read
- * (its blocks stay until a sweep can). */
+ * those it has free leave the live map. A pool that cannot be read keeps
+ * its blocks until a sweep can (counted unsettled); -ESRCH: the target
+ * exited. */
 static int sweep_pool(struct lazyfree *lf, struct loader *l, pid_t pid, struct tracked_pool *tp,
 		      struct lazyfree_sweep *out)
 {
