@@ -156,7 +156,7 @@ int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint
 	return -ENOENT;
 }
 
-const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start)
+static const struct elf_symbol *symbol_containing(struct elf_file *ef, uint64_t vaddr)
 {
 	size_t lo = 0, hi = ef->nby_addr;
 
@@ -171,15 +171,32 @@ const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start)
 	for (size_t i = lo; i-- > 0;) {
 		const struct elf_symbol *s = ef->by_addr[i];
 
-		if (vaddr < s->value + s->size) {
-			if (start)
-				*start = s->value;
-			return s->name;
-		}
+		if (vaddr < s->value + s->size)
+			return s;
 		if (s->value + 0x100000 < vaddr)
 			break;
 	}
 	return NULL;
+}
+
+const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start)
+{
+	const struct elf_symbol *s = symbol_containing(ef, vaddr);
+
+	if (s && start)
+		*start = s->value;
+	return s ? s->name : NULL;
+}
+
+const char *elf_function_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start, uint64_t *end)
+{
+	const struct elf_symbol *s = symbol_containing(ef, vaddr);
+
+	if (!s)
+		return NULL;
+	*start = s->value;
+	*end = s->value + s->size;
+	return s->name;
 }
 
 bool elf_is_shared(const struct elf_file *ef)
@@ -285,6 +302,44 @@ static int got_relocation(struct elf_file *ef, uint64_t got_vaddr, const char *w
 		}
 	}
 	return -ENOENT;
+}
+
+int elf_symbol_relocations(struct elf_file *ef, const char *name, unsigned *jump_slots, unsigned *others)
+{
+	Elf_Scn *scn = NULL;
+	GElf_Shdr sh;
+
+	*jump_slots = *others = 0;
+	while ((scn = elf_nextscn(ef->elf, scn))) {
+		Elf_Data *data, *symdata;
+		GElf_Shdr symsh;
+		Elf_Scn *symscn;
+
+		if (!gelf_getshdr(scn, &sh) || sh.sh_type != SHT_RELA || !sh.sh_entsize || !sh.sh_link)
+			continue;
+		data = elf_getdata(scn, NULL);
+		symscn = elf_getscn(ef->elf, sh.sh_link);
+		if (!data || !symscn || !gelf_getshdr(symscn, &symsh))
+			continue;
+		symdata = elf_getdata(symscn, NULL);
+		for (size_t i = 0; symdata && i < sh.sh_size / sh.sh_entsize; i++) {
+			const char *sym_name;
+			GElf_Rela r;
+			GElf_Sym sym;
+
+			if (!gelf_getrela(data, (int)i, &r) || !GELF_R_SYM(r.r_info) ||
+			    !gelf_getsym(symdata, (int)GELF_R_SYM(r.r_info), &sym))
+				continue;
+			sym_name = elf_strptr(ef->elf, symsh.sh_link, sym.st_name);
+			if (!sym_name || strcmp(sym_name, name) != 0)
+				continue;
+			if (GELF_R_TYPE(r.r_info) == R_X86_64_JUMP_SLOT)
+				(*jump_slots)++;
+			else
+				(*others)++;
+		}
+	}
+	return 0;
 }
 
 int elf_got_slot(struct elf_file *ef, const char *name, uint64_t *got_vaddr)

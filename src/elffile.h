@@ -23,6 +23,8 @@ Elf *elf_file_handle(struct elf_file *ef);
 int elf_find_symbol(struct elf_file *ef, const char *name, uint64_t *vaddr, uint64_t *size);
 /* The symbol whose [value, value+size) contains vaddr (function names for --verbose). */
 const char *elf_symbol_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start);
+/* The same, with the symbol's end: [start, end). */
+const char *elf_function_at(struct elf_file *ef, uint64_t vaddr, uint64_t *start, uint64_t *end);
 bool elf_is_shared(const struct elf_file *ef); /* ET_DYN: addresses need the load bias */
 
 /* File offset of a virtual address in a PT_LOAD segment (uprobes take offsets). */
@@ -35,6 +37,9 @@ int elf_read_pointer(struct elf_file *ef, uint64_t vaddr, uint64_t *value);
 /* The symbol a GOT slot is bound to (R_X86_64_JUMP_SLOT or GLOB_DAT
  * relocations), e.g. "malloc" for malloc@plt's slot; NULL if none. */
 const char *elf_got_symbol(struct elf_file *ef, uint64_t got_vaddr);
+/* How many relocations name a symbol: JUMP_SLOTs (its PLT stubs' GOT
+ * slots) and any other kind (its address stored or loaded elsewhere). */
+int elf_symbol_relocations(struct elf_file *ef, const char *name, unsigned *jump_slots, unsigned *others);
 /* The GOT slot bound to a symbol (its PLT stub jumps through it). */
 int elf_got_slot(struct elf_file *ef, const char *name, uint64_t *got_vaddr);
 /* The address a GOT slot holds once bound, when its symbol is defined in
