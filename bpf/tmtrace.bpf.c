@@ -887,9 +887,11 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 	 * case), in the frames that allocated it, so the traceback is the
 	 * one just recorded. Its entry must still hold that allocation's
 	 * number: else another thread's allocation took the address since
-	 * (and the object may come from a free list). */
+	 * (and the object may come from a free list). Only when every
+	 * creation is probed: else the object allocated last may have been
+	 * created unprobed, died into a free list and be taken from it now. */
 	t->fresh_ptr = 0;
-	if (fresh && t->fresh_hit + 1 == t->hits && op - fresh < t->fresh_size) {
+	if (cfg.every_creation_probed && fresh && t->fresh_hit + 1 == t->hits && op - fresh < t->fresh_size) {
 		b = bpf_map_lookup_elem(&live, &fresh);
 		if (b && b->seq == t->fresh_seq)
 			return;

@@ -386,6 +386,10 @@ struct tm_config {
 	 * block in place (see store_block) */
 	__u32 lazy_frees;
 	__u32 journal_mask; /* --lazy-frees: journal entries - 1 (a power of two) */
+	/* every object creation is probed: the one right after an allocation
+	 * is that allocation's object (see restamp()) */
+	__u32 every_creation_probed;
+	__u32 pad_config;
 	__u64 abandon_ns;   /* a pending call older than this was abandoned */
 	struct tm_py_layout py;
 	struct tm_pymalloc_layout pymalloc;

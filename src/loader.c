@@ -19,7 +19,11 @@
 #define CODE_GENERATIONS_MAX 65536
 
 /* Two links (entries, uretprobes) at attach time and for each hook probed later. */
-#define LOADER_MAX_LINKS (2 + 2 * TM_MAX_HOOKS)
+/* uprobe_multi links: an entry and a return link for the target and for
+ * each batch of hook sites, an entry link for each module */
+#define LOADER_MAX_LINKS (2 + 2 * TM_MAX_HOOKS + 2 * PLAN_MAX_MODULES)
+/* site map room for the modules loaded after attaching */
+#define LATE_MODULE_SITES 1024
 
 struct loader {
 	struct tmtrace_bpf *skel;
@@ -256,6 +260,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->sample = opt->sample;
 	cfg->code_deaths_probed = plan->code_deaths;
 	cfg->lazy_frees = plan->mode == PLAN_LAZY_FREES;
+	cfg->every_creation_probed = !plan->newrefs.fresh;
 	if (cfg->lazy_frees) {
 		/* half the capacity: a sweep runs when half of that was
 		 * written since the last (see lazyfree.c); the whole map is
@@ -293,8 +298,9 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	err = fill_layout(t, &cfg->py, why, whylen);
 	if (err)
 		goto fail;
-	/* room for the sites of hooks probed later (two each, at most) */
-	l->site_capacity = (uint32_t)plan->nsites + 2 * TM_MAX_HOOKS;
+	/* room for the sites of hooks probed later (two each, at most), and of
+	 * modules loaded later */
+	l->site_capacity = (uint32_t)plan->nsites + 2 * TM_MAX_HOOKS + LATE_MODULE_SITES;
 	bpf_map__set_max_entries(l->skel->maps.sites, l->site_capacity);
 	bpf_map__set_max_entries(l->skel->maps.site_hits, l->site_capacity);
 	bpf_map__set_max_entries(l->skel->maps.tracked, TRACKED_MAX);
@@ -379,7 +385,8 @@ static void destroy_all_links(struct bpf_link **links, int n)
 		bpf_link__destroy(links[i]);
 }
 
-static int attach_multi(struct loader *l, const struct probe_plan *plan, int first, const char *path, bool ret)
+static int attach_multi(struct loader *l, const struct probe_plan *plan, int first, int module, const char *path,
+			bool ret)
 {
 	int n = 0, fd;
 	__u64 *offsets = calloc((size_t)plan->nsites + 1, sizeof(*offsets));
@@ -392,7 +399,7 @@ static int attach_multi(struct loader *l, const struct probe_plan *plan, int fir
 		return -ENOMEM;
 	}
 	for (int i = first; i < plan->nsites; i++) {
-		if (plan->sites[i].uretprobe != ret)
+		if (plan->sites[i].uretprobe != ret || plan->sites[i].module != module)
 			continue;
 		offsets[n] = plan->sites[i].file_offset;
 		cookies[n] = (__u64)i;
@@ -448,11 +455,17 @@ static int attach_range(struct loader *l, const struct probe_plan *plan, int fir
 	int err = 0, links_before = l->nlinks, multi_before = l->nmulti, probes_before = l->nprobes;
 
 	if (l->multi) {
-		err = attach_multi(l, plan, first, path, false);
-		if (!err)
-			err = attach_multi(l, plan, first, path, true);
+		/* one pair of links per file: the target's, then each module's */
+		const char *failed = path;
+
+		for (int m = 0; m <= plan->nmodules && !err; m++) {
+			failed = m ? plan->modules[m - 1].path : path;
+			err = attach_multi(l, plan, first, m, failed, false);
+			if (!err)
+				err = attach_multi(l, plan, first, m, failed, true);
+		}
 		if (err) {
-			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites - first, path,
+			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites - first, failed,
 				 strerror(-err));
 			while (l->nmulti > multi_before)
 				close(l->multi_fds[--l->nmulti]);
@@ -470,10 +483,12 @@ static int attach_range(struct loader *l, const struct probe_plan *plan, int fir
 	l->links = grown;
 	raise_nofile(plan->nsites);
 	for (int i = first; i < plan->nsites && !err; i++) {
-		err = attach_one(l, path, &plan->sites[i], i);
+		const char *site_path = plan_site_path(plan, i, path);
+
+		err = attach_one(l, site_path, &plan->sites[i], i);
 		if (err)
-			snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", plan->sites[i].what, path,
-				 (unsigned long)plan->sites[i].file_offset, strerror(-err));
+			snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", plan->sites[i].what,
+				 site_path, (unsigned long)plan->sites[i].file_offset, strerror(-err));
 	}
 	if (err) {
 		/* all or nothing: a half-probed target would give wrong figures */

@@ -27,8 +27,13 @@ struct text_index {
 	size_t ninsns, cap_insns;
 	struct branch *branches; /* direct jumps, sorted by target */
 	size_t nbranches, cap_branches;
-	uint64_t *calls; /* calls of (and tail jumps to) the re-stamping function */
+	uint64_t *calls; /* calls of (and tail jumps to) the function indexed for */
 	size_t ncalls, cap_calls;
+	/* other uses of its address or GOT slot (an indirect call, a function
+	 * pointer taken): calls that cannot be listed */
+	size_t refs;
+	uint64_t first_ref;
+	size_t got_jumps; /* jumps through the GOT slot: its PLT stub, and any other */
 };
 
 static int push(void **array, size_t *n, size_t *cap, const void *item, size_t size)
@@ -113,11 +118,20 @@ static int index_text(struct x86_code *code, uint64_t target, uint64_t got, stru
 				prev_endbr = insn->address;
 				continue;
 			}
-			if (got && insn->id == X86_INS_JMP && x86_rip_target(insn, &slot) && slot == got)
+			if (got && insn->id == X86_INS_JMP && x86_rip_target(insn, &slot) && slot == got) {
 				stub = prev_endbr == insn->address - 4 ? prev_endbr : insn->address;
+				if (ix->got_jumps++ && !ix->refs++)
+					ix->first_ref = insn->address;
+			} else if (x86_rip_target(insn, &slot) && ((got && slot == got) || (target && slot == target)) &&
+				   !ix->refs++) {
+				ix->first_ref = insn->address;
+			}
 			prev_endbr = 0;
 			if (!x86_branch_target(insn, &to))
 				continue;
+			/* a conditional tail call: not a site a probe can take */
+			if (x86_is_jcc(insn) && ((target && to == target) || (stub && to == stub)) && !ix->refs++)
+				ix->first_ref = insn->address;
 			if ((insn->id == X86_INS_CALL || insn->id == X86_INS_JMP) && (to == target || (stub && to == stub))) {
 				err = push((void **)&ix->calls, &ix->ncalls, &ix->cap_calls, &insn->address, sizeof(uint64_t));
 				continue;
@@ -216,7 +230,7 @@ static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_
 			break;
 		for (size_t b = first_branch_to(ix, a); b < ix->nbranches && ix->branches[b].to == a && !err; b++) {
 			const struct branch *br = &ix->branches[b];
-			struct newref_site s = { .vaddr = br->from };
+			struct newref_site s = { .vaddr = br->from, .call = call };
 
 			if (!br->conditional) {
 				if (depth < PATH_MAX_JUMPS)
@@ -233,7 +247,7 @@ static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_
 		/* falling into the block from a conditional branch right before it */
 		if (at - k > 0 && x86_decode(code, ix->insns[at - k - 1], insn) && x86_is_jcc(insn) &&
 		    insn->address + insn->size == a) {
-			struct newref_site s = { .vaddr = insn->address };
+			struct newref_site s = { .vaddr = insn->address, .call = call };
 
 			if (object_at_guard(code, a, call, &s.op, insn)) {
 				snprintf(s.what, sizeof(s.what), "object creation (guard of the re-stamp at 0x%lx)",
@@ -327,7 +341,146 @@ static int entry_sites(struct x86_code *code, struct elf_file *ef, struct newref
 	return err;
 }
 
-int newref_find(struct x86_code *code, struct elf_file *ef, struct newref_set *out)
+/* Functions that give a first reference only to memory they allocated
+ * themselves just before (PyObject_Malloc or Calloc, or the GC's
+ * allocator), never to one from a free list, in 3.8 to 3.12. tracemalloc's
+ * re-stamp there writes the traceback the allocation's trace already has:
+ * no Python code runs in between but a collection's finalizers, which
+ * return to the same frame and line. So tmtrace need not trap there: a
+ * third of the object creations in the realistic mix, and the commonest
+ * (strings, ints, most GC objects). PyObject_Init and PyObject_InitVar are
+ * not here: their callers may bring memory from their own free lists. */
+static const char *const fresh_creators[] = {
+	"_PyObject_New", "_PyObject_NewVar", "_PyObject_GC_New", "_PyObject_GC_NewVar", "PyType_GenericAlloc",
+	"_PyType_AllocNoTrack", "PyUnicode_New", "_PyLong_New", "PyBytes_FromStringAndSize",
+	"PyBytes_FromString", "_PyBytes_FromSize",
+};
+
+/* The out-of-line creation functions a shared build calls (through its
+ * PLT) for every object, the re-stamp inside them. */
+static const char *const creation_functions[] = { "_Py_NewReference", "_Py_NewReferenceNoTotal" };
+
+static size_t count_between(const uint64_t *addrs, size_t n, uint64_t start, uint64_t end)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n; i++)
+		count += addrs[i] >= start && addrs[i] < end;
+	return count;
+}
+
+/* The fresh creator that the creation at `site` (leading to `call`) lies
+ * in, or NULL. Site and call must be in one function of the list, and it
+ * must make no other creation (`calls`: all of them): a build that inlined
+ * something more into it (a collection's callbacks, say) keeps its probes. */
+static const char *fresh_creator(struct elf_file *ef, uint64_t site, uint64_t call, const uint64_t *calls,
+				 size_t ncalls)
+{
+	uint64_t start, end;
+	const char *name = elf_function_at(ef, call, &start, &end);
+
+	if (!name || site < start || site >= end || count_between(calls, ncalls, start, end) != 1)
+		return NULL;
+	for (size_t i = 0; i < sizeof(fresh_creators) / sizeof(fresh_creators[0]); i++)
+		if (strcmp(name, fresh_creators[i]) == 0)
+			return fresh_creators[i];
+	return NULL;
+}
+
+static void remove_site(struct newref_set *s, int i)
+{
+	memmove(&s->sites[i], &s->sites[i + 1], (size_t)(s->count - i - 1) * sizeof(s->sites[0]));
+	s->count--;
+}
+
+/* A site at each call of `fn` (the creation function, or its PLT stub
+ * through `got`) listed in `ix`: the object is in %rdi at the call. */
+static int add_call_sites(struct elf_file *ef, const struct text_index *ix, const char *fn, bool skip_fresh,
+			  struct newref_set *out)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < ix->ncalls && !err; i++) {
+		struct newref_site site = { .vaddr = ix->calls[i], .call = ix->calls[i],
+					    .op = { .type = TM_OPERAND_REG, .reg = TM_REG_DI } };
+		uint64_t start;
+		const char *caller = elf_symbol_at(ef, site.vaddr, &start);
+
+		if (skip_fresh && fresh_creator(ef, site.vaddr, site.call, ix->calls, ix->ncalls)) {
+			out->fresh++;
+			continue;
+		}
+		snprintf(site.what, sizeof(site.what), "object creation (call of %s in %s)", fn,
+			 caller ? caller : "?");
+		err = add_site(out, &site);
+		out->callers++;
+	}
+	return err;
+}
+
+/* A shared build's creations all run through its creation function, whose
+ * one re-stamp guard would trap on every object. Probe its callers
+ * instead, all but the fresh creators: possible only when every call is a
+ * direct one, listed here (nothing else loads its address or its GOT
+ * slot). Callers in other modules (extension modules calling it through
+ * their own GOT) are then probed by newref_find_module(). */
+static int relocate_creation_function(struct x86_code *code, struct elf_file *ef, const char *fn,
+				      struct newref_set *out)
+{
+	struct text_index ix = { 0 };
+	uint64_t body, size, got = 0;
+	unsigned jump_slots, others;
+	bool guarded = false;
+	int err;
+
+	if (elf_find_symbol(ef, fn, &body, &size) || !size)
+		return 0;
+	for (int i = 0; i < out->count; i++)
+		guarded |= out->sites[i].call >= body && out->sites[i].call < body + size;
+	if (!guarded)
+		return 0;
+	elf_symbol_relocations(ef, fn, &jump_slots, &others);
+	if (others || jump_slots > 1) {
+		snprintf(out->kept, sizeof(out->kept), "%s: its address is stored (%u relocations)", fn,
+			 others + jump_slots);
+		return 0;
+	}
+	if (jump_slots)
+		elf_got_slot(ef, fn, &got);
+	err = index_text(code, body, got, &ix);
+	if (!err && ix.refs)
+		snprintf(out->kept, sizeof(out->kept), "%s: its address is used at 0x%lx", fn,
+			 (unsigned long)ix.first_ref);
+	if (!err && !ix.refs) {
+		for (int i = out->count; i-- > 0;)
+			if (out->sites[i].call >= body && out->sites[i].call < body + size) {
+				/* kept: probed again if a module's calls cannot be listed */
+				if (out->nbodies < NEWREF_MAX_BODIES)
+					out->bodies[out->nbodies++] = out->sites[i];
+				remove_site(out, i);
+			}
+		err = add_call_sites(ef, &ix, fn, true, out);
+		snprintf(out->relocated + strlen(out->relocated), sizeof(out->relocated) - strlen(out->relocated),
+			 "%s%s", out->relocated[0] ? ", " : "", fn);
+	}
+	free(ix.insns);
+	free(ix.branches);
+	free(ix.calls);
+	return err;
+}
+
+/* Drops the re-stamp guards inside fresh creators (inlined copies, in a
+ * static build). */
+static void drop_fresh_guards(struct elf_file *ef, const struct text_index *ix, struct newref_set *out)
+{
+	for (int i = out->count; i-- > 0;)
+		if (fresh_creator(ef, out->sites[i].vaddr, out->sites[i].call, ix->calls, ix->ncalls)) {
+			remove_site(out, i);
+			out->fresh++;
+		}
+}
+
+int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struct newref_set *out)
 {
 	struct text_index ix = { 0 };
 	uint64_t target, got = 0, addr;
@@ -353,10 +506,52 @@ int newref_find(struct x86_code *code, struct elf_file *ef, struct newref_set *o
 		if (!found)
 			out->missed++;
 	}
+	if (!err && relocate)
+		drop_fresh_guards(ef, &ix, out);
+	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && relocate; i++)
+		err = relocate_creation_function(code, ef, creation_functions[i], out);
 	if (insn)
 		cs_free(insn, 1);
 	free(ix.insns);
 	free(ix.branches);
 	free(ix.calls);
+	return err;
+}
+
+int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation_calls, struct newref_set *out)
+{
+	int err;
+
+	/* its inlined re-stamps (3.8's static inline _Py_NewReference) */
+	err = newref_find(code, ef, false, out);
+	if (err)
+		return err;
+	out->why[0] = '\0';
+	/* its calls of the creation functions, through its GOT */
+	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && creation_calls;
+	     i++) {
+		struct text_index ix = { 0 };
+		unsigned jump_slots, others;
+		uint64_t got;
+
+		elf_symbol_relocations(ef, creation_functions[i], &jump_slots, &others);
+		if (!jump_slots && !others)
+			continue;
+		if (others || jump_slots > 1 || elf_got_slot(ef, creation_functions[i], &got)) {
+			snprintf(out->why, sizeof(out->why), "%s: its address is stored", creation_functions[i]);
+			return -ENOTSUP;
+		}
+		err = index_text(code, 0, got, &ix);
+		if (!err && ix.refs) {
+			snprintf(out->why, sizeof(out->why), "%s: its GOT slot is used at 0x%lx", creation_functions[i],
+				 (unsigned long)ix.first_ref);
+			err = -ENOTSUP;
+		}
+		if (!err)
+			err = add_call_sites(ef, &ix, creation_functions[i], false, out);
+		free(ix.insns);
+		free(ix.branches);
+		free(ix.calls);
+	}
 	return err;
 }

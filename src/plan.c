@@ -500,7 +500,7 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 	}
 	/* free-list reuse re-stamps only what is traced block by block */
 	if (!err && mode != PLAN_SAMPLED)
-		err = newref_find(&code, ef, &p->newrefs);
+		err = newref_find(&code, ef, true, &p->newrefs);
 	for (int i = 0; i < p->newrefs.count && !err; i++) {
 		struct probe_site *s = new_site(p);
 
@@ -521,6 +521,111 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 	cfi_close(cfi);
 	x86_code_close(&code);
 	return err;
+}
+
+int plan_add_module(struct probe_plan *p, const char *path, char *why, size_t whylen)
+{
+	struct newref_set found = { 0 };
+	struct elf_file *ef;
+	struct x86_code code;
+	int err, first = p->nsites;
+
+	if (p->mode == PLAN_SAMPLED)
+		return 0; /* no re-stamps probed */
+	if (p->nmodules == PLAN_MAX_MODULES) {
+		snprintf(why, whylen, "more than %d modules create objects", PLAN_MAX_MODULES);
+		return -E2BIG;
+	}
+	err = elf_file_open(path, &ef);
+	if (err)
+		return 0; /* not an ELF file of ours: nothing it can call */
+	/* most mapped files (libc, ...) never create an object: skip their text */
+	static const char *const imports[] = { "_Py_NewReference", "_Py_NewReferenceNoTotal",
+					       "_PyTraceMalloc_NewReference" };
+	bool creates = false;
+
+	for (size_t i = 0; i < sizeof(imports) / sizeof(imports[0]); i++) {
+		unsigned jump_slots, others;
+
+		elf_symbol_relocations(ef, imports[i], &jump_slots, &others);
+		creates |= jump_slots + others > 0;
+	}
+	if (!creates) {
+		elf_file_close(ef);
+		return 0;
+	}
+	if (x86_code_open(&code, ef)) {
+		elf_file_close(ef);
+		snprintf(why, whylen, "cannot start the disassembler");
+		return -EINVAL;
+	}
+	err = newref_find_module(&code, ef, p->newrefs.relocated[0] && !p->bodies_probed, &found);
+	if (err == -ENOTSUP)
+		snprintf(why, whylen, "%s: %s", path, found.why);
+	for (int i = 0; i < found.count && !err; i++) {
+		struct probe_site *s = new_site(p);
+
+		if (!s) {
+			err = -ENOMEM;
+			break;
+		}
+		s->vaddr = found.sites[i].vaddr;
+		s->module = p->nmodules + 1;
+		s->bpf.role = TM_ROLE_NEWREF;
+		s->bpf.a = found.sites[i].op;
+		snprintf(s->what, sizeof(s->what), "%s", found.sites[i].what);
+		err = finish_site(ef, &code, p, s);
+	}
+	if (err) {
+		p->nsites = first;
+	} else if (p->nsites > first) {
+		struct plan_module *m = &p->modules[p->nmodules++];
+
+		snprintf(m->path, sizeof(m->path), "%s", path);
+		m->nsites = p->nsites - first;
+	}
+	newref_free(&found);
+	x86_code_close(&code);
+	elf_file_close(ef);
+	return err ? err : p->nsites - first;
+}
+
+int plan_probe_creation_functions(struct elf_file *ef, struct probe_plan *p)
+{
+	struct x86_code code;
+	int err = 0, first = p->nsites;
+
+	if (p->bodies_probed || !p->newrefs.nbodies)
+		return 0;
+	if (x86_code_open(&code, ef))
+		return -EINVAL;
+	for (int i = 0; i < p->newrefs.nbodies && !err; i++) {
+		struct probe_site *s = new_site(p);
+
+		if (!s) {
+			err = -ENOMEM;
+			break;
+		}
+		s->vaddr = p->newrefs.bodies[i].vaddr;
+		s->bpf.role = TM_ROLE_NEWREF;
+		s->bpf.a = p->newrefs.bodies[i].op;
+		snprintf(s->what, sizeof(s->what), "%s", p->newrefs.bodies[i].what);
+		err = finish_site(ef, &code, p, s);
+	}
+	x86_code_close(&code);
+	if (err) {
+		p->nsites = first;
+		return err;
+	}
+	p->bodies_probed = true;
+	return p->nsites - first;
+}
+
+const char *plan_site_path(const struct probe_plan *p, int site, const char *target_path)
+{
+	int m = p->sites[site].module;
+
+	return m > 0 && m <= p->nmodules ? p->modules[m - 1].path : target_path;
 }
 
 void plan_free(struct probe_plan *p)

@@ -16,6 +16,7 @@
 
 struct probe_site {
 	struct tm_site bpf;
+	int module;           /* 0: the target binary; k: plan->modules[k - 1] */
 	uint64_t vaddr;       /* file address space */
 	uint64_t file_offset; /* what the uprobe is attached at */
 	bool uretprobe;
@@ -25,6 +26,14 @@ struct probe_site {
 };
 
 #define PLAN_MAX_HOOKS TM_MAX_HOOKS
+
+/* Another module of the target with object-creation sites of its own (an
+ * extension module), probed by its file. */
+#define PLAN_MAX_MODULES 128
+struct plan_module {
+	char path[1024];  /* as tmtrace opens it */
+	int nsites;
+};
 
 /* What the plan probes. */
 enum plan_mode {
@@ -56,6 +65,9 @@ struct probe_plan {
 	unsigned probed[ALLOC_MAX_FUNCTIONS];
 	unsigned covered[ALLOC_MAX_FUNCTIONS]; /* not probed, but seen through a nested probed copy */
 	unsigned verdicts[INLINED_VERDICTS];
+	struct plan_module modules[PLAN_MAX_MODULES];
+	int nmodules;
+	bool bodies_probed; /* the relocated creation functions probed again */
 	struct probe_site *sites;
 	int nsites, cap;
 	int single_stepped;
@@ -74,6 +86,17 @@ void plan_free(struct probe_plan *plan);
  * that cannot be probed. Nothing in PLAN_SAMPLED mode (no hooks probed). */
 typedef void (*plan_hook_warning_fn)(const struct alloc_function *slot, int err);
 int plan_add_live_hooks(struct elf_file *ef, struct probe_plan *plan, plan_hook_warning_fn warn);
+/* Adds the object-creation sites of another module of the target (path:
+ * a file tmtrace can open): its inlined re-stamps and, when the target's
+ * creation functions are probed at their callers, its calls of them.
+ * Returns how many sites were added (0: none needed), or -ENOTSUP when its
+ * calls cannot all be listed: then plan_probe_creation_functions(). */
+int plan_add_module(struct probe_plan *plan, const char *path, char *why, size_t whylen);
+/* Probes the target's relocated creation functions themselves again
+ * (every creation, whatever module calls it); sites added, or 0. */
+int plan_probe_creation_functions(struct elf_file *ef, struct probe_plan *plan);
+/* The file a site is attached at: target_path or its module's. */
+const char *plan_site_path(const struct probe_plan *plan, int site, const char *target_path);
 /* Number of probes (a uretprobe and an entry at one site count as two). */
 int plan_probe_count(const struct probe_plan *plan);
 

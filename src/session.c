@@ -16,6 +16,7 @@
 #include "remote.h"
 #include "resolver.h"
 #include "lazyfree.h"
+#include "modules.h"
 #include "sampled.h"
 #include "session.h"
 #include "syscheck.h"
@@ -42,6 +43,7 @@ struct session {
 	 * sweep) */
 	int64_t lazy_peak;
 	struct lazyfree *lazy; /* --lazy-frees: the pymalloc blocks, pool by pool */
+	struct module_watch *modules; /* extension modules that create objects */
 	/* pools whose state could not be read at the last report (--sample,
 	 * --lazy-frees) */
 	uint64_t pools_unreadable;
@@ -89,6 +91,27 @@ static int code_generation(void *ctx, uint64_t code, uint64_t *generation)
 	return loader_code_generation(ctx, code, generation);
 }
 
+/* Where object creations are probed (free-list objects' re-stamps). */
+static void print_creation_notes(const struct probe_plan *p)
+{
+	const struct newref_set *n = &p->newrefs;
+	int module_sites = 0;
+
+	for (int i = 0; i < p->nmodules; i++)
+		module_sites += p->modules[i].nsites;
+	if (p->mode == PLAN_SAMPLED || (!n->fresh && !n->relocated[0] && !p->nmodules))
+		return;
+	fprintf(stderr, "tmtrace: object creations: %d sites", n->count);
+	if (n->relocated[0])
+		fprintf(stderr, " (%d at the calls of %s%s)", n->callers, n->relocated,
+			p->bodies_probed ? ", probed itself too" : "");
+	if (n->fresh)
+		fprintf(stderr, ", %d in functions that only create what they just allocated not probed", n->fresh);
+	if (p->nmodules)
+		fprintf(stderr, "; %d sites in %d extension modules", module_sites, p->nmodules);
+	fputc('\n', stderr);
+}
+
 static void print_attach_notes(struct session *s)
 {
 	const struct probe_plan *p = &s->plan;
@@ -129,6 +152,7 @@ static void print_attach_notes(struct session *s)
 	}
 	if (p->no_predict[0])
 		fprintf(stderr, "tmtrace: pymalloc blocks taken from uretprobes, not predicted: %s\n", p->no_predict);
+	print_creation_notes(p);
 	if (p->mode == PLAN_LAZY_FREES)
 		fprintf(stderr, "tmtrace: --lazy-frees: pymalloc's frees are found in its pools at each report; "
 			"the peak is the highest current a report saw\n");
@@ -656,6 +680,35 @@ static void check_hooks(struct session *s)
 	}
 }
 
+/* Extension modules loaded since the last look that create objects: their
+ * creations probed from now on. */
+static void check_modules(struct session *s)
+{
+	struct probe_plan *p = &s->plan;
+	int before = p->nsites, modules_before = p->nmodules;
+
+	if (p->mode == PLAN_SAMPLED)
+		return; /* no creation probed */
+	int n = module_watch_poll(s->modules, &s->target, p, s->why, sizeof(s->why));
+
+	if (n < 0) {
+		fprintf(stderr, "tmtrace: warning: cannot plan a module loaded since attaching: %s\n", s->why);
+		return;
+	}
+	if (p->nsites == before)
+		return;
+	if (loader_attach_new_sites(s->loader, p, s->target.open_path, s->why, sizeof(s->why))) {
+		fprintf(stderr, "tmtrace: warning: %s\n", s->why);
+		return;
+	}
+	for (int i = modules_before; i < p->nmodules; i++)
+		fprintf(stderr, "tmtrace: %s was loaded after attaching: %d probes on its object creations from "
+			"now on (objects it took from its free lists before keep their allocation's line)\n",
+			p->modules[i].path, p->modules[i].nsites);
+	if (p->nmodules == modules_before)
+		fprintf(stderr, "tmtrace: %d more probes on object creations\n", p->nsites - before);
+}
+
 static int watch(int ep, int fd, int what)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)what };
@@ -747,6 +800,7 @@ static int event_loop(struct session *s)
 		now = now_monotonic();
 		if (now >= next_hook_check) {
 			check_hooks(s);
+			check_modules(s);
 			/* --lazy-frees: before the journal runs over */
 			if (s->lazy && lazyfree_due(s->lazy, s->loader))
 				sweep_freed(s);
@@ -817,6 +871,8 @@ int session_run(const struct session_options *opt)
 	if ((err = py_target_check(&s->target, s->why, sizeof(s->why))) ||
 	    (err = plan_build(s->target.elf, s->target.pid, s->target.bias, plan_mode_of(opt), s->target.minor,
 			       &s->plan, s->why, sizeof(s->why))) ||
+	    (err = module_watch_new(&s->target, &s->modules)) ||
+	    (err = module_watch_start(s->modules, &s->target, &s->plan, s->why, sizeof(s->why))) < 0 ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
 	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {
 		code = fail(s, err);
@@ -846,6 +902,7 @@ int session_run(const struct session_options *opt)
 out:
 	loader_close(s->loader);
 	lazyfree_free(s->lazy);
+	module_watch_free(s->modules);
 	resolver_free(s->resolver);
 	srcline_free(s->sources);
 	tm_snapshot_free(s->first);

@@ -136,6 +136,14 @@ int sites_command(int argc, char **argv)
 	}
 	if (plan.newrefs.missed)
 		printf("# not probed: %d object-creation points (guard or operand not proven)\n", plan.newrefs.missed);
+	if (plan.newrefs.fresh)
+		printf("# not probed: %d object creations in functions that only create what they just allocated "
+		       "(the re-stamp writes the traceback the allocation recorded)\n", plan.newrefs.fresh);
+	if (plan.newrefs.relocated[0])
+		printf("# not probed: %s itself (its callers here are; an extension module's calls are probed in "
+		       "that module)\n", plan.newrefs.relocated);
+	if (plan.newrefs.kept[0])
+		printf("# probed itself: %s\n", plan.newrefs.kept);
 	if (plan.no_predict[0])
 		printf("# no prediction: %s\n", plan.no_predict);
 	plan_free(&plan);

@@ -15,10 +15,16 @@ def workload_lines():
              "second dicts": "return ([{} for _ in range(40)], [[] for _ in range(40)], [float(i) + 0.25",
              "second tuples": "[(-i, i) for i in range(40)]",
              "one = {}": "one = {}",
-             "keep.append({})": "keep.append({})"}
+             "keep.append({})": "keep.append({})",
+             "first iterators": "def first_iterators",
+             "second iterators": "def second_iterators"}
     with open(os.path.join(WORKLOADS, "freelist.py")) as f:
         text = f.read().splitlines()
-    return {what: next(i + 1 for i, l in enumerate(text) if mark in l) for what, mark in marks.items()}
+    lines = {what: next(i + 1 for i, l in enumerate(text) if mark in l) for what, mark in marks.items()}
+    # the comprehension's line, after the def
+    for what in ("first iterators", "second iterators"):
+        lines[what] += 1
+    return lines
 
 
 LINES = workload_lines()
@@ -51,7 +57,8 @@ def check_freelist(build):
         check(got == want, "%s: line %d (%s): tracemalloc %d B in %d blocks, tmtrace %d B in %d"
               % (build, lineno, what, want[0], want[1], got[0], got[1]))
     check(ref.get(LINES["second dicts"], (0, 0))[1] >= 100 and ref.get(LINES["second tuples"], (0, 0))[1] >= 40
-          and ref.get(LINES["keep.append({})"], (0, 0))[1] >= 90,
+          and ref.get(LINES["keep.append({})"], (0, 0))[1] >= 90
+          and ref.get(LINES["second iterators"], (0, 0))[1] >= 100,
           "%s: the workload did not reuse its objects as expected: %r" % (build, ref))
 
 

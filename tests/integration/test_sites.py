@@ -467,6 +467,14 @@ ARGS = {"track": ("rsi", "rdx", "rdi"), "untrack": ("rsi", None, "rdi"), "code-d
         "set-allocator": (None, None, None), "newpool": (None, None, None)}
 NEEDS = {"malloc": (True, False), "calloc": (True, True), "realloc": (True, True), "free": (True, False)}
 NEWREF_FUNCTIONS_313 = {"_Py_NewReference", "_Py_NewReferenceNoTotal", "_Py_ResurrectReference"}
+# 3.8-3.12's out-of-line creation functions, which tmtrace may probe at
+# their calls instead of inside
+CREATION_FUNCTIONS = ("_Py_NewReference", "_Py_NewReferenceNoTotal")
+# functions that only give a first reference to what they just allocated
+# (CPython's source, 3.8-3.12): their creations need no probe
+FRESH_CREATORS = {"_PyObject_New", "_PyObject_NewVar", "_PyObject_GC_New", "_PyObject_GC_NewVar",
+                  "PyType_GenericAlloc", "_PyType_AllocNoTrack", "PyUnicode_New", "_PyLong_New",
+                  "PyBytes_FromStringAndSize", "PyBytes_FromString", "_PyBytes_FromSize"}
 
 
 class Audit:
@@ -506,6 +514,7 @@ class Audit:
                 self.emulation(r)
                 self.by_role(r)
         self.guard_census()
+        self.creation_census()
         return self
 
     def boundary(self, r):
@@ -780,12 +789,60 @@ class Audit:
                 addr = self.dis.next(addr)
         return t
 
+    def creation_targets(self):
+        """{address: name} of the creation functions and their PLT stubs."""
+        out = {}
+        for name in CREATION_FUNCTIONS:
+            for a in self.names.get(name, set()) | self.dis.plt.get(name, set()):
+                out[a] = name
+        return out
+
+    def function_of(self, addr):
+        """The names of the nearest symbol at or before addr."""
+        if not hasattr(self, "_starts"):
+            self._starts = sorted(self.syms)
+        i = bisect.bisect_right(self._starts, addr)
+        return self.syms[self._starts[i - 1]] if i else set()
+
+    def creation_call(self, r, target):
+        if r["a"] != "reg:rdi":
+            self.problem(r, "a call of %s takes the object in %%rdi, tmtrace says %s" % (target, r["a"]))
+            return
+        self.count["newref calls"] = self.count.get("newref calls", 0) + 1
+        self.count["newref"] += 1
+
+    def creation_census(self):
+        """Every direct call of a creation function that tmtrace does not
+        probe lies in a fresh creator, when tmtrace says it probes the
+        creation function at its calls."""
+        relocated = [n for n in self.notes if "itself (its callers here are" in n]
+        if not relocated:
+            return
+        probed = {r["addr"] for r in self.rows if r["role"] == "newref"}
+        for target, name in self.creation_targets().items():
+            for src in self.dis.sources.get(target, []):
+                mnem, _, _ = self.dis.insn(src)
+                owner = self.function_of(src)
+                if src in probed:
+                    continue
+                if not (mnem.startswith("call") or mnem.startswith("jmp")):
+                    self.problems.append("0x%x: %s to %s, which tmtrace says it probes at its calls"
+                                         % (src, mnem, name))
+                elif owner & FRESH_CREATORS:
+                    self.count["fresh calls"] = self.count.get("fresh calls", 0) + 1
+                elif not owner & set(CREATION_FUNCTIONS):
+                    self.problems.append("0x%x: a call of %s in %s is not probed" % (src, name, sorted(owner)))
+
     def newref(self, r):
         if not hasattr(self, "_restamp"):
             self._restamp = self.restamp_targets()
+            self._creation = self.creation_targets()
         a = r["addr"]
         mnem, ops, _ = self.dis.insn(a)
         d = Disassembly.DIRECT.match(ops)
+        if (mnem.startswith("call") or mnem.startswith("jmp")) and d and int(d.group(1), 16) in self._creation:
+            self.creation_call(r, self._creation[int(d.group(1), 16)])
+            return
         if not mnem.startswith("j") or mnem.startswith("jmp") or not d:
             self.problem(r, "object-creation site is %s, not a conditional branch" % mnem)
             return
@@ -833,7 +890,8 @@ def audit_build(name):
             "%d function sites (%d argument operands proven intact)" % (c["function sites"], c["args"])]
     check(c["function sites"] >= 10, "only %d out-of-line function sites" % c["function sites"])
     check(c["newref"] > 0, "no object-creation site agrees with objdump")
-    said.append("%d object-creation sites" % c["newref"])
+    said.append("%d object-creation sites (%d at calls of the creation function, %d such calls in fresh "
+                "creators not probed)" % (c["newref"], c.get("newref calls", 0), c.get("fresh calls", 0)))
     if c["guards"]:
         check(c["guards"] > 400, "only %d guard sites in a PGO build" % c["guards"])
         if c["guard compares"] != c["guards"] + c["not probed"]:

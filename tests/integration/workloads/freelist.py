@@ -7,8 +7,11 @@ current traceback when the object gets its first reference
 (_PyTraceMalloc_NewReference), so a dict, list, tuple or float taken from
 a free list is reported where it was last created, not where its memory
 was first allocated. first() fills the free lists, second() and the lines
-after it empty them again: they must own every object."""
+after it empty them again: they must own every object. The future
+iterators come from _asyncio's own free list, in an extension module: its
+re-stamps are in that module's code, not in libpython's."""
 
+import asyncio
 import json
 import sys
 import tracemalloc  # in both modes: the import fills the free lists too
@@ -27,7 +30,18 @@ def second():
             [(-i, i) for i in range(40)])
 
 
+def first_iterators(futures):
+    return [f.__await__() for f in futures]
+
+
+def second_iterators(futures):
+    return [f.__await__() for f in futures]
+
+
 def main():
+    # before tmtrace attaches and tracemalloc starts: both see the same
+    loop = asyncio.new_event_loop()
+    futures = [loop.create_future() for _ in range(100)]
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
@@ -36,6 +50,9 @@ def main():
     made = first()
     del made
     keep.append(second())
+    iterators = first_iterators(futures)
+    del iterators
+    keep.append(second_iterators(futures))
     # the same block straight back, with no allocation in between
     for _ in range(100):
         one = {}
