@@ -16,24 +16,39 @@
 /* Instructions from a function's entry to its probe site. */
 #define ENTRY_MAX_INSNS 16
 
-struct branch {
+enum edge_kind { EDGE_CALL, EDGE_JMP, EDGE_JCC };
+
+/* A direct call or jump. */
+struct edge {
 	uint64_t from, to;
-	bool conditional;
+	enum edge_kind kind;
 };
 
-/* The whole text, disassembled once. */
+/* A RIP-relative operand: a GOT slot read, a function's address taken. */
+struct rip_ref {
+	uint64_t from, slot;
+	bool jump;        /* jmp *slot(%rip): a PLT stub, when it reads a GOT slot */
+	bool after_endbr; /* right after an endbr64 (the stub starts there) */
+};
+
+/* The whole text, disassembled once and asked about each function after. */
 struct text_index {
 	uint64_t *insns; /* instruction addresses, ascending */
 	size_t ninsns, cap_insns;
-	struct branch *branches; /* direct jumps, sorted by target */
-	size_t nbranches, cap_branches;
-	uint64_t *calls; /* calls of (and tail jumps to) the function indexed for */
+	struct edge *edges; /* by target, then source */
+	size_t nedges, cap_edges;
+	struct rip_ref *refs; /* by slot, then source */
+	size_t nrefs, cap_refs;
+};
+
+/* How the text uses one function (or its GOT slot). */
+struct uses {
+	uint64_t *calls; /* its calls and tail jumps to it, ascending */
 	size_t ncalls, cap_calls;
 	/* other uses of its address or GOT slot (an indirect call, a function
-	 * pointer taken): calls that cannot be listed */
+	 * pointer taken, a conditional tail call): calls that cannot be listed */
 	size_t refs;
 	uint64_t first_ref;
-	size_t got_jumps; /* jumps through the GOT slot: its PLT stub, and any other */
 };
 
 static int push(void **array, size_t *n, size_t *cap, const void *item, size_t size)
@@ -83,20 +98,39 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static int cmp_branch(const void *a, const void *b)
+static int cmp_edge(const void *a, const void *b)
 {
-	const struct branch *x = a, *y = b;
+	const struct edge *x = a, *y = b;
 
-	return x->to < y->to ? -1 : x->to > y->to;
+	if (x->to != y->to)
+		return x->to < y->to ? -1 : 1;
+	return x->from < y->from ? -1 : x->from > y->from;
+}
+
+static int cmp_rip_ref(const void *a, const void *b)
+{
+	const struct rip_ref *x = a, *y = b;
+
+	if (x->slot != y->slot)
+		return x->slot < y->slot ? -1 : 1;
+	return x->from < y->from ? -1 : x->from > y->from;
+}
+
+static void text_index_free(struct text_index *ix)
+{
+	free(ix->insns);
+	free(ix->edges);
+	free(ix->refs);
+	memset(ix, 0, sizeof(*ix));
 }
 
 /* One pass over every executable section: instruction boundaries, direct
- * jumps, and the calls of the re-stamping function `target` (directly or
- * through its PLT stub, found by the stub's jump through `got`). */
-static int index_text(struct x86_code *code, uint64_t target, uint64_t got, struct text_index *ix)
+ * calls and jumps, RIP-relative operands. Disassembling a libpython's text
+ * takes a third of a second: it is done once per binary. */
+static int index_text(struct x86_code *code, struct text_index *ix)
 {
 	cs_insn *insn = cs_malloc(code->cs);
-	uint64_t stub = 0, prev_endbr = 0;
+	uint64_t endbr_end = 0;
 	int err = 0;
 
 	if (!insn)
@@ -107,48 +141,125 @@ static int index_text(struct x86_code *code, uint64_t target, uint64_t got, stru
 		uint64_t addr = code->views[v].vaddr;
 
 		while (left > 0 && !err) {
-			uint64_t to, slot;
+			struct rip_ref ref;
+			struct edge e;
 
 			if (!cs_disasm_iter(code->cs, &p, &left, &addr, insn)) {
 				p++, left--, addr++;
 				continue;
 			}
 			err = push((void **)&ix->insns, &ix->ninsns, &ix->cap_insns, &insn->address, sizeof(uint64_t));
-			if (insn->id == X86_INS_ENDBR64) {
-				prev_endbr = insn->address;
+			if (!err && x86_rip_target(insn, &ref.slot)) {
+				ref.from = insn->address;
+				ref.jump = insn->id == X86_INS_JMP;
+				ref.after_endbr = endbr_end == insn->address;
+				err = push((void **)&ix->refs, &ix->nrefs, &ix->cap_refs, &ref, sizeof(ref));
+			}
+			endbr_end = insn->id == X86_INS_ENDBR64 ? insn->address + insn->size : 0;
+			if (err || !x86_branch_target(insn, &e.to))
 				continue;
-			}
-			if (got && insn->id == X86_INS_JMP && x86_rip_target(insn, &slot) && slot == got) {
-				stub = prev_endbr == insn->address - 4 ? prev_endbr : insn->address;
-				if (ix->got_jumps++ && !ix->refs++)
-					ix->first_ref = insn->address;
-			} else if (x86_rip_target(insn, &slot) && ((got && slot == got) || (target && slot == target)) &&
-				   !ix->refs++) {
-				ix->first_ref = insn->address;
-			}
-			prev_endbr = 0;
-			if (!x86_branch_target(insn, &to))
+			e.from = insn->address;
+			if (insn->id == X86_INS_CALL)
+				e.kind = EDGE_CALL;
+			else if (insn->id == X86_INS_JMP)
+				e.kind = EDGE_JMP;
+			else if (x86_is_jcc(insn))
+				e.kind = EDGE_JCC;
+			else
 				continue;
-			/* a conditional tail call: not a site a probe can take */
-			if (x86_is_jcc(insn) && ((target && to == target) || (stub && to == stub)) && !ix->refs++)
-				ix->first_ref = insn->address;
-			if ((insn->id == X86_INS_CALL || insn->id == X86_INS_JMP) && (to == target || (stub && to == stub))) {
-				err = push((void **)&ix->calls, &ix->ncalls, &ix->cap_calls, &insn->address, sizeof(uint64_t));
-				continue;
-			}
-			if (insn->id == X86_INS_JMP || x86_is_jcc(insn)) {
-				struct branch b = { insn->address, to, insn->id != X86_INS_JMP };
-
-				err = push((void **)&ix->branches, &ix->nbranches, &ix->cap_branches, &b, sizeof(b));
-			}
+			err = push((void **)&ix->edges, &ix->nedges, &ix->cap_edges, &e, sizeof(e));
 		}
 	}
 	cs_free(insn, 1);
-	if (err)
+	if (err) {
+		text_index_free(ix);
 		return err;
+	}
+	/* the sections may come in any order */
 	qsort(ix->insns, ix->ninsns, sizeof(uint64_t), cmp_u64);
-	qsort(ix->branches, ix->nbranches, sizeof(struct branch), cmp_branch);
+	qsort(ix->edges, ix->nedges, sizeof(struct edge), cmp_edge);
+	qsort(ix->refs, ix->nrefs, sizeof(struct rip_ref), cmp_rip_ref);
 	return 0;
+}
+
+static size_t first_edge_to(const struct text_index *ix, uint64_t to)
+{
+	size_t lo = 0, hi = ix->nedges;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ix->edges[mid].to < to)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static size_t first_ref_to(const struct text_index *ix, uint64_t slot)
+{
+	size_t lo = 0, hi = ix->nrefs;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (ix->refs[mid].slot < slot)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void count_ref(struct uses *u, uint64_t from)
+{
+	if (!u->refs++ || from < u->first_ref)
+		u->first_ref = from;
+}
+
+static int add_uses_to(const struct text_index *ix, uint64_t to, struct uses *u)
+{
+	int err = 0;
+
+	for (size_t i = first_edge_to(ix, to); i < ix->nedges && ix->edges[i].to == to && !err; i++) {
+		/* a conditional tail call: not a site a probe can take */
+		if (ix->edges[i].kind == EDGE_JCC)
+			count_ref(u, ix->edges[i].from);
+		else
+			err = push((void **)&u->calls, &u->ncalls, &u->cap_calls, &ix->edges[i].from,
+				   sizeof(uint64_t));
+	}
+	return err;
+}
+
+/* The calls of the function at `target` (0: none in this binary) and of
+ * its PLT stub, the one jump through `got` (0: no GOT slot), and every
+ * other use of either. */
+static int uses_of(const struct text_index *ix, uint64_t target, uint64_t got, struct uses *u)
+{
+	uint64_t stub = 0;
+	size_t got_jumps = 0;
+	int err = 0;
+
+	memset(u, 0, sizeof(*u));
+	for (size_t i = got ? first_ref_to(ix, got) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == got; i++) {
+		const struct rip_ref *r = &ix->refs[i];
+
+		if (r->jump && !got_jumps++)
+			stub = r->after_endbr ? r->from - 4 : r->from;
+		else
+			count_ref(u, r->from);
+	}
+	for (size_t i = target ? first_ref_to(ix, target) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == target;
+	     i++)
+		count_ref(u, ix->refs[i].from);
+	if (target)
+		err = add_uses_to(ix, target, u);
+	if (!err && stub)
+		err = add_uses_to(ix, stub, u);
+	qsort(u->calls, u->ncalls, sizeof(uint64_t), cmp_u64);
+	return err;
 }
 
 static size_t insn_index(const struct text_index *ix, uint64_t addr)
@@ -159,21 +270,6 @@ static size_t insn_index(const struct text_index *ix, uint64_t addr)
 		size_t mid = (lo + hi) / 2;
 
 		if (ix->insns[mid] < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-static size_t first_branch_to(const struct text_index *ix, uint64_t to)
-{
-	size_t lo = 0, hi = ix->nbranches;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->branches[mid].to < to)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -228,11 +324,13 @@ static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_
 
 		if (k > 0 && is_block_end(code, a, insn))
 			break;
-		for (size_t b = first_branch_to(ix, a); b < ix->nbranches && ix->branches[b].to == a && !err; b++) {
-			const struct branch *br = &ix->branches[b];
+		for (size_t b = first_edge_to(ix, a); b < ix->nedges && ix->edges[b].to == a && !err; b++) {
+			const struct edge *br = &ix->edges[b];
 			struct newref_site s = { .vaddr = br->from, .call = call };
 
-			if (!br->conditional) {
+			if (br->kind == EDGE_CALL)
+				continue;
+			if (br->kind == EDGE_JMP) {
 				if (depth < PATH_MAX_JUMPS)
 					err = guards_of(code, ix, br->from, call, depth + 1, out, found, insn);
 				continue;
@@ -393,20 +491,20 @@ static void remove_site(struct newref_set *s, int i)
 	s->count--;
 }
 
-/* A site at each call of `fn` (the creation function, or its PLT stub
- * through `got`) listed in `ix`: the object is in %rdi at the call. */
-static int add_call_sites(struct elf_file *ef, const struct text_index *ix, const char *fn, bool skip_fresh,
+/* A site at each call of `fn` (the creation function, or its PLT stub)
+ * listed in `u`: the object is in %rdi at the call. */
+static int add_call_sites(struct elf_file *ef, const struct uses *u, const char *fn, bool skip_fresh,
 			  struct newref_set *out)
 {
 	int err = 0;
 
-	for (size_t i = 0; i < ix->ncalls && !err; i++) {
-		struct newref_site site = { .vaddr = ix->calls[i], .call = ix->calls[i],
+	for (size_t i = 0; i < u->ncalls && !err; i++) {
+		struct newref_site site = { .vaddr = u->calls[i], .call = u->calls[i],
 					    .op = { .type = TM_OPERAND_REG, .reg = TM_REG_DI } };
 		uint64_t start;
 		const char *caller = elf_symbol_at(ef, site.vaddr, &start);
 
-		if (skip_fresh && fresh_creator(ef, site.vaddr, site.call, ix->calls, ix->ncalls)) {
+		if (skip_fresh && fresh_creator(ef, site.vaddr, site.call, u->calls, u->ncalls)) {
 			out->fresh++;
 			continue;
 		}
@@ -424,12 +522,12 @@ static int add_call_sites(struct elf_file *ef, const struct text_index *ix, cons
  * direct one, listed here (nothing else loads its address or its GOT
  * slot). Callers in other modules (extension modules calling it through
  * their own GOT) are then probed by newref_find_module(). */
-static int relocate_creation_function(struct x86_code *code, struct elf_file *ef, const char *fn,
+static int relocate_creation_function(const struct text_index *ix, struct elf_file *ef, const char *fn,
 				      struct newref_set *out)
 {
-	struct text_index ix = { 0 };
 	uint64_t body, size, got = 0;
 	unsigned jump_slots, others;
+	struct uses u;
 	bool guarded = false;
 	int err;
 
@@ -447,11 +545,11 @@ static int relocate_creation_function(struct x86_code *code, struct elf_file *ef
 	}
 	if (jump_slots)
 		elf_got_slot(ef, fn, &got);
-	err = index_text(code, body, got, &ix);
-	if (!err && ix.refs)
+	err = uses_of(ix, body, got, &u);
+	if (!err && u.refs)
 		snprintf(out->kept, sizeof(out->kept), "%s: its address is used at 0x%lx", fn,
-			 (unsigned long)ix.first_ref);
-	if (!err && !ix.refs) {
+			 (unsigned long)u.first_ref);
+	if (!err && !u.refs) {
 		for (int i = out->count; i-- > 0;)
 			if (out->sites[i].call >= body && out->sites[i].call < body + size) {
 				/* kept: probed again if a module's calls cannot be listed */
@@ -459,38 +557,33 @@ static int relocate_creation_function(struct x86_code *code, struct elf_file *ef
 					out->bodies[out->nbodies++] = out->sites[i];
 				remove_site(out, i);
 			}
-		err = add_call_sites(ef, &ix, fn, true, out);
+		err = add_call_sites(ef, &u, fn, true, out);
 		snprintf(out->relocated + strlen(out->relocated), sizeof(out->relocated) - strlen(out->relocated),
 			 "%s%s", out->relocated[0] ? ", " : "", fn);
 	}
-	free(ix.insns);
-	free(ix.branches);
-	free(ix.calls);
+	free(u.calls);
 	return err;
 }
 
 /* Drops the re-stamp guards inside fresh creators (inlined copies, in a
  * static build). */
-static void drop_fresh_guards(struct elf_file *ef, const struct text_index *ix, struct newref_set *out)
+static void drop_fresh_guards(struct elf_file *ef, const struct uses *restamps, struct newref_set *out)
 {
 	for (int i = out->count; i-- > 0;)
-		if (fresh_creator(ef, out->sites[i].vaddr, out->sites[i].call, ix->calls, ix->ncalls)) {
+		if (fresh_creator(ef, out->sites[i].vaddr, out->sites[i].call, restamps->calls, restamps->ncalls)) {
 			remove_site(out, i);
 			out->fresh++;
 		}
 }
 
-int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struct newref_set *out)
+static int find_sites(struct x86_code *code, struct elf_file *ef, const struct text_index *ix, bool relocate,
+		      struct newref_set *out)
 {
-	struct text_index ix = { 0 };
-	uint64_t target, got = 0, addr;
+	uint64_t target, got = 0;
+	struct uses restamps = { 0 };
 	cs_insn *insn;
 	int err;
 
-	memset(out, 0, sizeof(*out));
-	/* the reference-tracer API is 3.13's */
-	if (elf_find_symbol(ef, "PyRefTracer_SetTracer", &addr, NULL) == 0)
-		return entry_sites(code, ef, out);
 	target = restamp_function(code, ef);
 	elf_got_slot(ef, "_PyTraceMalloc_NewReference", &got);
 	if (!target && !got) {
@@ -498,40 +591,57 @@ int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struc
 		return 0;
 	}
 	insn = cs_malloc(code->cs);
-	err = insn ? index_text(code, target, got, &ix) : -ENOMEM;
-	for (size_t i = 0; i < ix.ncalls && !err; i++) {
+	err = insn ? uses_of(ix, target, got, &restamps) : -ENOMEM;
+	for (size_t i = 0; i < restamps.ncalls && !err; i++) {
 		bool found = false;
 
-		err = guards_of(code, &ix, ix.calls[i], ix.calls[i], 0, out, &found, insn);
+		err = guards_of(code, ix, restamps.calls[i], restamps.calls[i], 0, out, &found, insn);
 		if (!found)
 			out->missed++;
 	}
 	if (!err && relocate)
-		drop_fresh_guards(ef, &ix, out);
+		drop_fresh_guards(ef, &restamps, out);
 	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && relocate; i++)
-		err = relocate_creation_function(code, ef, creation_functions[i], out);
+		err = relocate_creation_function(ix, ef, creation_functions[i], out);
 	if (insn)
 		cs_free(insn, 1);
-	free(ix.insns);
-	free(ix.branches);
-	free(ix.calls);
+	free(restamps.calls);
+	return err;
+}
+
+int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struct newref_set *out)
+{
+	struct text_index ix = { 0 };
+	uint64_t addr;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	/* the reference-tracer API is 3.13's */
+	if (elf_find_symbol(ef, "PyRefTracer_SetTracer", &addr, NULL) == 0)
+		return entry_sites(code, ef, out);
+	err = index_text(code, &ix);
+	if (!err)
+		err = find_sites(code, ef, &ix, relocate, out);
+	text_index_free(&ix);
 	return err;
 }
 
 int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation_calls, struct newref_set *out)
 {
+	struct text_index ix = { 0 };
 	int err;
 
+	memset(out, 0, sizeof(*out));
+	err = index_text(code, &ix);
 	/* its inlined re-stamps (3.8's static inline _Py_NewReference) */
-	err = newref_find(code, ef, false, out);
-	if (err)
-		return err;
+	if (!err)
+		err = find_sites(code, ef, &ix, false, out);
 	out->why[0] = '\0';
 	/* its calls of the creation functions, through its GOT */
 	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && creation_calls;
 	     i++) {
-		struct text_index ix = { 0 };
 		unsigned jump_slots, others;
+		struct uses u;
 		uint64_t got;
 
 		elf_symbol_relocations(ef, creation_functions[i], &jump_slots, &others);
@@ -539,19 +649,19 @@ int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation
 			continue;
 		if (others || jump_slots > 1 || elf_got_slot(ef, creation_functions[i], &got)) {
 			snprintf(out->why, sizeof(out->why), "%s: its address is stored", creation_functions[i]);
-			return -ENOTSUP;
+			err = -ENOTSUP;
+			break;
 		}
-		err = index_text(code, 0, got, &ix);
-		if (!err && ix.refs) {
+		err = uses_of(&ix, 0, got, &u);
+		if (!err && u.refs) {
 			snprintf(out->why, sizeof(out->why), "%s: its GOT slot is used at 0x%lx", creation_functions[i],
-				 (unsigned long)ix.first_ref);
+				 (unsigned long)u.first_ref);
 			err = -ENOTSUP;
 		}
 		if (!err)
-			err = add_call_sites(ef, &ix, creation_functions[i], false, out);
-		free(ix.insns);
-		free(ix.branches);
-		free(ix.calls);
+			err = add_call_sites(ef, &u, creation_functions[i], false, out);
+		free(u.calls);
 	}
+	text_index_free(&ix);
 	return err;
 }
