@@ -1,6 +1,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,26 @@ static int open_candidate(struct py_target *t, const struct mapping *m)
 	t->shared = elf_is_shared(t->elf) && strstr(m->path, ".so");
 	snprintf(t->binary, sizeof(t->binary), "%s", m->path);
 	return 0;
+}
+
+bool py_target_exited(const struct py_target *t)
+{
+	char path[64], stat[512], *end;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)t->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ESRCH;
+	n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	stat[n] = '\0';
+	/* "pid (comm) S ...": comm may hold anything, the state follows its last ')' */
+	end = strrchr(stat, ')');
+	return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
 }
 
 int py_target_open(pid_t pid, struct py_target *t, char *why, size_t whylen)

@@ -29,6 +29,9 @@ struct py_target {
 /* Errors are negative errno values; `why` gets one line for the user. */
 int py_target_open(pid_t pid, struct py_target *t, char *why, size_t whylen);
 void py_target_close(struct py_target *t);
+/* Whether the target has exited (gone, or a zombie): an attach that
+ * failed then failed for that reason. */
+bool py_target_exited(const struct py_target *t);
 /* Checks the offsets against the live runtime (thread states). */
 int py_target_check(struct py_target *t, char *why, size_t whylen);
 

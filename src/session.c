@@ -72,6 +72,16 @@ static int fail(struct session *s, int err)
 	return 1;
 }
 
+/* A step of attaching failed: because the target exited meanwhile, if it
+ * did (its files and maps are gone then, which is all the step says). */
+static int fail_attaching(struct session *s, int err)
+{
+	if (!py_target_exited(&s->target))
+		return fail(s, err);
+	fprintf(stderr, "tmtrace: process %d exited while tmtrace was attaching\n", (int)s->target.pid);
+	return 1;
+}
+
 static int on_new_traceback(void *ctx, uint32_t id, const struct tm_raw_stack *stack)
 {
 	struct session *s = ctx;
@@ -875,7 +885,7 @@ int session_run(const struct session_options *opt)
 	    (err = module_watch_start(s->modules, &s->target, &s->plan, s->why, sizeof(s->why))) < 0 ||
 	    (err = resolver_new(&s->target, &s->resolver)) ||
 	    (err = loader_open(&s->target, &s->plan, &lopt, &s->loader, s->why, sizeof(s->why)))) {
-		code = fail(s, err);
+		code = fail_attaching(s, err);
 		goto out;
 	}
 	if (s->plan.mode == PLAN_LAZY_FREES && !(s->lazy = lazyfree_new(loader_pool_size(s->loader)))) {
@@ -887,7 +897,7 @@ int session_run(const struct session_options *opt)
 	loader_on_code(s->loader, on_new_code);
 	err = loader_attach(s->loader, &s->plan, s->target.open_path, s->why, sizeof(s->why));
 	if (err) {
-		code = fail(s, err);
+		code = fail_attaching(s, err);
 		goto out;
 	}
 	loader_arm(s->loader);

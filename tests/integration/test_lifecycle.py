@@ -59,13 +59,35 @@ def test_attach_detach_repeatedly():
 
 def test_target_exit_is_reported():
     require_root()
-    w = Workload(find_python(11), "idle.py", "1.5")
+    w = Workload(find_python(11), "idle.py", "eof")
     t = Tmtrace(w.pid, "-i", "0.5")
+    status, _ = w.finish()
     code = t.proc.wait(timeout=30)
     rest = t.err.rest(5)
+    check(status == 0, "the target exited %d" % status)
     check(code == 0, "tmtrace exited %d when the target exited" % code)
     check(any(("process %d exited" % w.pid) in l for l in rest),
           "tmtrace did not say the target exited: %r" % rest)
+
+
+def test_target_killed_while_attaching():
+    """Killed at any moment of attaching (planning takes most of a second):
+    one line saying so, whether tmtrace had attached or not."""
+    require_root()
+    for delay in (0.1, 0.4, 0.8):
+        w = Workload(find_python(11), "idle.py")
+        t = Tmtrace(w.pid, "-i", "0.5", wait_attached=False)
+        time.sleep(delay)
+        w.proc.send_signal(signal.SIGKILL)
+        code = t.proc.wait(timeout=30)
+        lines = t.err.rest(5)
+        said = [l for l in lines if ("process %d exited" % w.pid) in l]
+        check(len(said) == 1, "killed %.1f s in: tmtrace did not say the target exited: %r" % (delay, lines))
+        check(code == (0 if any(l.startswith("tmtrace: attached") for l in lines) else 1),
+              "killed %.1f s in: tmtrace exited %d: %r" % (delay, code, lines))
+        check(not [l for l in lines if "cannot" in l or "error" in l],
+              "killed %.1f s in: an error beside the exit: %r" % (delay, lines))
+        print("     killed %.1f s in: %s (exit %d)" % (delay, said[0], code))
 
 
 def test_count_and_duration_stop_tmtrace():

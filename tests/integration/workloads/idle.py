@@ -1,15 +1,19 @@
 """Prints 'ready', then sleeps, allocating a little now and then, until it
-is killed or EXIT_AFTER seconds (argv[1]) have passed."""
+is killed or, given the argument 'eof', until its stdin is closed (it then
+exits on its own, with status 0)."""
+import select
 import sys
 import time
 
-EXIT_AFTER = float(sys.argv[1]) if len(sys.argv) > 1 else 3600
+UNTIL_EOF = sys.argv[1:] == ["eof"]
 sys.stdout.write("ready\n")
 sys.stdout.flush()
-start = time.time()
 junk = []
-while time.time() - start < EXIT_AFTER:
+while True:
     junk.append(bytes(100))
     if len(junk) > 100:
         del junk[:]
-    time.sleep(0.05)
+    if not UNTIL_EOF:
+        time.sleep(0.05)
+    elif select.select([sys.stdin], [], [], 0.05)[0] and not sys.stdin.readline():
+        break
