@@ -385,6 +385,19 @@ static void destroy_all_links(struct bpf_link **links, int n)
 		bpf_link__destroy(links[i]);
 }
 
+/* Where a probe goes in the order of attaching: where calls end
+ * (uretprobes, then the sites after a call that read its result) before
+ * where they start. A call that starts while its end is not probed yet
+ * would leave its entry pending, and everything the thread does after
+ * looks nested in it (track and untrack calls ignored, say) until it is
+ * dropped. An end without its start is ignored. */
+static int attach_pass(const struct probe_site *s)
+{
+	if (s->uretprobe)
+		return 0;
+	return s->bpf.role == TM_ROLE_RETURN ? 1 : 2;
+}
+
 static int attach_multi(struct loader *l, const struct probe_plan *plan, int first, int module, const char *path,
 			bool ret)
 {
@@ -398,13 +411,17 @@ static int attach_multi(struct loader *l, const struct probe_plan *plan, int fir
 		free(cookies);
 		return -ENOMEM;
 	}
-	for (int i = first; i < plan->nsites; i++) {
-		if (plan->sites[i].uretprobe != ret || plan->sites[i].module != module)
-			continue;
-		offsets[n] = plan->sites[i].file_offset;
-		cookies[n] = (__u64)i;
-		n++;
-	}
+	/* the kernel registers them in this order */
+	for (int pass = 0; pass < 3; pass++)
+		for (int i = first; i < plan->nsites; i++) {
+			const struct probe_site *s = &plan->sites[i];
+
+			if (s->uretprobe != ret || s->module != module || attach_pass(s) != pass)
+				continue;
+			offsets[n] = s->file_offset;
+			cookies[n] = (__u64)i;
+			n++;
+		}
 	if (n == 0) {
 		free(offsets);
 		free(cookies);
@@ -460,9 +477,9 @@ static int attach_range(struct loader *l, const struct probe_plan *plan, int fir
 
 		for (int m = 0; m <= plan->nmodules && !err; m++) {
 			failed = m ? plan->modules[m - 1].path : path;
-			err = attach_multi(l, plan, first, m, failed, false);
+			err = attach_multi(l, plan, first, m, failed, true);
 			if (!err)
-				err = attach_multi(l, plan, first, m, failed, true);
+				err = attach_multi(l, plan, first, m, failed, false);
 		}
 		if (err) {
 			snprintf(why, whylen, "cannot attach %d uprobes to %s: %s", plan->nsites - first, failed,
@@ -482,14 +499,18 @@ static int attach_range(struct loader *l, const struct probe_plan *plan, int fir
 		return -ENOMEM;
 	l->links = grown;
 	raise_nofile(plan->nsites);
-	for (int i = first; i < plan->nsites && !err; i++) {
-		const char *site_path = plan_site_path(plan, i, path);
+	for (int pass = 0; pass < 3 && !err; pass++)
+		for (int i = first; i < plan->nsites && !err; i++) {
+			const struct probe_site *s = &plan->sites[i];
+			const char *site_path = plan_site_path(plan, i, path);
 
-		err = attach_one(l, site_path, &plan->sites[i], i);
-		if (err)
-			snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", plan->sites[i].what,
-				 site_path, (unsigned long)plan->sites[i].file_offset, strerror(-err));
-	}
+			if (attach_pass(s) != pass)
+				continue;
+			err = attach_one(l, site_path, s, i);
+			if (err)
+				snprintf(why, whylen, "cannot attach a uprobe to %s (%s at 0x%lx): %s", s->what,
+					 site_path, (unsigned long)s->file_offset, strerror(-err));
+		}
 	if (err) {
 		/* all or nothing: a half-probed target would give wrong figures */
 		destroy_all_links(l->links + links_before, l->nlinks - links_before);
