@@ -140,8 +140,9 @@ int sites_command(int argc, char **argv)
 		printf("# not probed: %d object creations in functions that only create what they just allocated "
 		       "(the re-stamp writes the traceback the allocation recorded)\n", plan.newrefs.fresh);
 	if (plan.newrefs.relocated[0])
-		printf("# not probed: %s itself (its callers here are; an extension module's calls are probed in "
-		       "that module)\n", plan.newrefs.relocated);
+		printf("# not probed: %s %s (the calls here are; an extension module's calls are probed in "
+		       "that module)\n", plan.newrefs.relocated,
+		       strchr(plan.newrefs.relocated, ',') ? "themselves" : "itself");
 	if (plan.newrefs.kept[0])
 		printf("# probed itself: %s\n", plan.newrefs.kept);
 	if (plan.no_predict[0])

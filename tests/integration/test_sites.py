@@ -815,7 +815,7 @@ class Audit:
         """Every direct call of a creation function that tmtrace does not
         probe lies in a fresh creator, when tmtrace says it probes the
         creation function at its calls."""
-        relocated = [n for n in self.notes if "itself (its callers here are" in n]
+        relocated = [n for n in self.notes if "(the calls here are;" in n]
         if not relocated:
             return
         probed = {r["addr"] for r in self.rows if r["role"] == "newref"}
