@@ -26,6 +26,7 @@ struct newref_set {
 	int count, cap;
 	int missed; /* re-stamping calls whose guard or operand was not proven: not probed */
 	int fresh;  /* creations in functions that only create what they just allocated: not probed */
+	int renewed; /* calls that re-stamp what an allocation or realloc returned just before: not probed */
 	int callers; /* sites at calls of a creation function */
 	/* creation functions whose callers are probed instead of their own
 	 * re-stamp ("" if none): other modules' calls must be probed too */

@@ -139,6 +139,10 @@ int sites_command(int argc, char **argv)
 	if (plan.newrefs.fresh)
 		printf("# not probed: %d object creations in functions that only create what they just allocated "
 		       "(the re-stamp writes the traceback the allocation recorded)\n", plan.newrefs.fresh);
+	if (plan.newrefs.renewed)
+		printf("# not probed: %d calls of a creation function right after the allocation or realloc that "
+		       "returned the object (the re-stamp writes the traceback that call recorded)\n",
+		       plan.newrefs.renewed);
 	if (plan.newrefs.relocated[0])
 		printf("# not probed: %s %s (the calls here are; an extension module's calls are probed in "
 		       "that module)\n", plan.newrefs.relocated,
