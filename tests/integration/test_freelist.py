@@ -17,7 +17,9 @@ def workload_lines():
              "one = {}": "one = {}",
              "keep.append({})": "keep.append({})",
              "first iterators": "def first_iterators",
-             "second iterators": "def second_iterators"}
+             "second iterators": "def second_iterators",
+             "resized strs": "strs = [\"{}-{}\".format(",
+             "resized tuples": "tuples = [tuple(j for j in range("}
     with open(os.path.join(WORKLOADS, "freelist.py")) as f:
         text = f.read().splitlines()
     lines = {what: next(i + 1 for i, l in enumerate(text) if mark in l) for what, mark in marks.items()}
@@ -58,7 +60,8 @@ def check_freelist(build):
               % (build, lineno, what, want[0], want[1], got[0], got[1]))
     check(ref.get(LINES["second dicts"], (0, 0))[1] >= 100 and ref.get(LINES["second tuples"], (0, 0))[1] >= 40
           and ref.get(LINES["keep.append({})"], (0, 0))[1] >= 90
-          and ref.get(LINES["second iterators"], (0, 0))[1] >= 100,
+          and ref.get(LINES["second iterators"], (0, 0))[1] >= 100
+          and ref.get(LINES["resized strs"], (0, 0))[1] >= 60 and ref.get(LINES["resized tuples"], (0, 0))[1] >= 40,
           "%s: the workload did not reuse its objects as expected: %r" % (build, ref))
 
 

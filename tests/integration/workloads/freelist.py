@@ -9,7 +9,10 @@ a free list is reported where it was last created, not where its memory
 was first allocated. first() fills the free lists, second() and the lines
 after it empty them again: they must own every object. The future
 iterators come from _asyncio's own free list, in an extension module: its
-re-stamps are in that module's code, not in libpython's."""
+re-stamps are in that module's code, not in libpython's. resized() makes
+objects that a realloc moved or grew and that get a first reference again
+right after it, which tmtrace does not probe (the realloc recorded them
+with the current traceback already)."""
 
 import asyncio
 import json
@@ -28,6 +31,15 @@ def first():
 def second():
     return ([{} for _ in range(40)], [[] for _ in range(40)], [float(i) + 0.25 for i in range(60)],
             [(-i, i) for i in range(40)])
+
+
+def resized():
+    # a realloc, then the object's first reference again: resize_compact()
+    # giving back str.format()'s over-allocation, _PyTuple_Resize() fitting
+    # a tuple built from an iterator of unknown length
+    strs = ["{}-{}".format("x" * (i % 7 + 20), i) for i in range(60)]
+    tuples = [tuple(j for j in range(i % 5 + 12)) for i in range(40)]
+    return strs, tuples
 
 
 def first_iterators(futures):
@@ -53,6 +65,7 @@ def main():
     iterators = first_iterators(futures)
     del iterators
     keep.append(second_iterators(futures))
+    keep.append(resized())
     # the same block straight back, with no allocation in between
     for _ in range(100):
         one = {}
