@@ -4,6 +4,7 @@
 #include <string.h>
 #include "newref.h"
 #include "regtrack.h"
+#include "textindex.h"
 
 /* Straight-line instructions walked from a guard to the re-stamping call,
  * and unconditional jumps followed on the way (PGO moves the call to a
@@ -16,31 +17,6 @@
 /* Instructions from a function's entry to its probe site. */
 #define ENTRY_MAX_INSNS 16
 
-enum edge_kind { EDGE_CALL, EDGE_JMP, EDGE_JCC };
-
-/* A direct call or jump. */
-struct edge {
-	uint64_t from, to;
-	enum edge_kind kind;
-};
-
-/* A RIP-relative operand: a GOT slot read, a function's address taken. */
-struct rip_ref {
-	uint64_t from, slot;
-	bool jump;        /* jmp *slot(%rip): a PLT stub, when it reads a GOT slot */
-	bool after_endbr; /* right after an endbr64 (the stub starts there) */
-};
-
-/* The whole text, disassembled once and asked about each function after. */
-struct text_index {
-	uint64_t *insns; /* instruction addresses, ascending */
-	size_t ninsns, cap_insns;
-	struct edge *edges; /* by target, then source */
-	size_t nedges, cap_edges;
-	struct rip_ref *refs; /* by slot, then source */
-	size_t nrefs, cap_refs;
-};
-
 /* How the text uses one function (or its GOT slot). */
 struct uses {
 	uint64_t *calls; /* its calls and tail jumps to it, ascending */
@@ -50,22 +26,6 @@ struct uses {
 	size_t refs;
 	uint64_t first_ref;
 };
-
-static int push(void **array, size_t *n, size_t *cap, const void *item, size_t size)
-{
-	if (*n == *cap) {
-		size_t grown_cap = *cap ? *cap * 2 : 4096;
-		void *grown = realloc(*array, grown_cap * size);
-
-		if (!grown)
-			return -ENOMEM;
-		*array = grown;
-		*cap = grown_cap;
-	}
-	memcpy((char *)*array + *n * size, item, size);
-	(*n)++;
-	return 0;
-}
 
 static int add_site(struct newref_set *s, const struct newref_site *site)
 {
@@ -91,127 +51,6 @@ void newref_free(struct newref_set *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int cmp_edge(const void *a, const void *b)
-{
-	const struct edge *x = a, *y = b;
-
-	if (x->to != y->to)
-		return x->to < y->to ? -1 : 1;
-	return x->from < y->from ? -1 : x->from > y->from;
-}
-
-static int cmp_rip_ref(const void *a, const void *b)
-{
-	const struct rip_ref *x = a, *y = b;
-
-	if (x->slot != y->slot)
-		return x->slot < y->slot ? -1 : 1;
-	return x->from < y->from ? -1 : x->from > y->from;
-}
-
-static void text_index_free(struct text_index *ix)
-{
-	free(ix->insns);
-	free(ix->edges);
-	free(ix->refs);
-	memset(ix, 0, sizeof(*ix));
-}
-
-/* One pass over every executable section: instruction boundaries, direct
- * calls and jumps, RIP-relative operands. Disassembling a libpython's text
- * takes a third of a second: it is done once per binary. */
-static int index_text(struct x86_code *code, struct text_index *ix)
-{
-	cs_insn *insn = cs_malloc(code->cs);
-	uint64_t endbr_end = 0;
-	int err = 0;
-
-	if (!insn)
-		return -ENOMEM;
-	for (int v = 0; v < code->nviews && !err; v++) {
-		const uint8_t *p = code->views[v].data;
-		size_t left = code->views[v].size;
-		uint64_t addr = code->views[v].vaddr;
-
-		while (left > 0 && !err) {
-			struct rip_ref ref;
-			struct edge e;
-
-			if (!cs_disasm_iter(code->cs, &p, &left, &addr, insn)) {
-				p++, left--, addr++;
-				continue;
-			}
-			err = push((void **)&ix->insns, &ix->ninsns, &ix->cap_insns, &insn->address, sizeof(uint64_t));
-			if (!err && x86_rip_target(insn, &ref.slot)) {
-				ref.from = insn->address;
-				ref.jump = insn->id == X86_INS_JMP;
-				ref.after_endbr = endbr_end == insn->address;
-				err = push((void **)&ix->refs, &ix->nrefs, &ix->cap_refs, &ref, sizeof(ref));
-			}
-			endbr_end = insn->id == X86_INS_ENDBR64 ? insn->address + insn->size : 0;
-			if (err || !x86_branch_target(insn, &e.to))
-				continue;
-			e.from = insn->address;
-			if (insn->id == X86_INS_CALL)
-				e.kind = EDGE_CALL;
-			else if (insn->id == X86_INS_JMP)
-				e.kind = EDGE_JMP;
-			else if (x86_is_jcc(insn))
-				e.kind = EDGE_JCC;
-			else
-				continue;
-			err = push((void **)&ix->edges, &ix->nedges, &ix->cap_edges, &e, sizeof(e));
-		}
-	}
-	cs_free(insn, 1);
-	if (err) {
-		text_index_free(ix);
-		return err;
-	}
-	/* the sections may come in any order */
-	qsort(ix->insns, ix->ninsns, sizeof(uint64_t), cmp_u64);
-	qsort(ix->edges, ix->nedges, sizeof(struct edge), cmp_edge);
-	qsort(ix->refs, ix->nrefs, sizeof(struct rip_ref), cmp_rip_ref);
-	return 0;
-}
-
-static size_t first_edge_to(const struct text_index *ix, uint64_t to)
-{
-	size_t lo = 0, hi = ix->nedges;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->edges[mid].to < to)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-static size_t first_ref_to(const struct text_index *ix, uint64_t slot)
-{
-	size_t lo = 0, hi = ix->nrefs;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->refs[mid].slot < slot)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static void count_ref(struct uses *u, uint64_t from)
 {
 	if (!u->refs++ || from < u->first_ref)
@@ -222,12 +61,12 @@ static int add_uses_to(const struct text_index *ix, uint64_t to, struct uses *u)
 {
 	int err = 0;
 
-	for (size_t i = first_edge_to(ix, to); i < ix->nedges && ix->edges[i].to == to && !err; i++) {
+	for (size_t i = text_first_edge_to(ix, to); i < ix->nedges && ix->edges[i].to == to && !err; i++) {
 		/* a conditional tail call: not a site a probe can take */
 		if (ix->edges[i].kind == EDGE_JCC)
 			count_ref(u, ix->edges[i].from);
 		else
-			err = push((void **)&u->calls, &u->ncalls, &u->cap_calls, &ix->edges[i].from,
+			err = array_push((void **)&u->calls, &u->ncalls, &u->cap_calls, &ix->edges[i].from,
 				   sizeof(uint64_t));
 	}
 	return err;
@@ -243,7 +82,7 @@ static int uses_of(const struct text_index *ix, uint64_t target, uint64_t got, s
 	int err = 0;
 
 	memset(u, 0, sizeof(*u));
-	for (size_t i = got ? first_ref_to(ix, got) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == got; i++) {
+	for (size_t i = got ? text_first_ref_to(ix, got) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == got; i++) {
 		const struct rip_ref *r = &ix->refs[i];
 
 		if (r->jump && !got_jumps++)
@@ -251,30 +90,15 @@ static int uses_of(const struct text_index *ix, uint64_t target, uint64_t got, s
 		else
 			count_ref(u, r->from);
 	}
-	for (size_t i = target ? first_ref_to(ix, target) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == target;
+	for (size_t i = target ? text_first_ref_to(ix, target) : ix->nrefs; i < ix->nrefs && ix->refs[i].slot == target;
 	     i++)
 		count_ref(u, ix->refs[i].from);
 	if (target)
 		err = add_uses_to(ix, target, u);
 	if (!err && stub)
 		err = add_uses_to(ix, stub, u);
-	qsort(u->calls, u->ncalls, sizeof(uint64_t), cmp_u64);
+	qsort(u->calls, u->ncalls, sizeof(uint64_t), cmp_addr);
 	return err;
-}
-
-static size_t insn_index(const struct text_index *ix, uint64_t addr)
-{
-	size_t lo = 0, hi = ix->ninsns;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->insns[mid] < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
 }
 
 /* From `start` (the state of the guard, whose successor it is) along
@@ -313,7 +137,7 @@ static bool is_block_end(struct x86_code *code, uint64_t addr, cs_insn *insn)
 static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_t to, uint64_t call, int depth,
 		     struct newref_set *out, bool *found, cs_insn *insn)
 {
-	size_t at = insn_index(ix, to);
+	size_t at = text_insn_index(ix, to);
 	int err = 0;
 
 	if (at >= ix->ninsns || ix->insns[at] != to)
@@ -324,7 +148,7 @@ static int guards_of(struct x86_code *code, const struct text_index *ix, uint64_
 
 		if (k > 0 && is_block_end(code, a, insn))
 			break;
-		for (size_t b = first_edge_to(ix, a); b < ix->nedges && ix->edges[b].to == a && !err; b++) {
+		for (size_t b = text_first_edge_to(ix, a); b < ix->nedges && ix->edges[b].to == a && !err; b++) {
 			const struct edge *br = &ix->edges[b];
 			struct newref_site s = { .vaddr = br->from, .call = call };
 
@@ -516,7 +340,7 @@ static bool has_indirect_jump(struct x86_code *code, const struct text_index *ix
 {
 	uint64_t target;
 
-	for (size_t i = insn_index(ix, start); i < ix->ninsns && ix->insns[i] < end; i++)
+	for (size_t i = text_insn_index(ix, start); i < ix->ninsns && ix->insns[i] < end; i++)
 		if (!x86_decode(code, ix->insns[i], insn) ||
 		    (insn->id == X86_INS_JMP && !x86_branch_target(insn, &target)))
 			return true;
@@ -536,7 +360,7 @@ static bool has_indirect_jump(struct x86_code *code, const struct text_index *ix
 static bool renews_fresh_result(struct x86_code *code, struct elf_file *ef, const struct text_index *ix,
 				uint64_t call)
 {
-	size_t at = insn_index(ix, call);
+	size_t at = text_insn_index(ix, call);
 	enum tm_reg carrier = TM_REG_DI;
 	cs_insn *insn = cs_malloc(code->cs), *scratch = cs_malloc(code->cs);
 	uint64_t start, end;
@@ -546,7 +370,7 @@ static bool renews_fresh_result(struct x86_code *code, struct elf_file *ef, cons
 	    has_indirect_jump(code, ix, start, end, insn))
 		goto out;
 	for (size_t i = at; i > 0 && i + PATH_MAX_INSNS > at; i--) {
-		size_t e = first_edge_to(ix, ix->insns[i]);
+		size_t e = text_first_edge_to(ix, ix->insns[i]);
 		cs_regs read, written;
 		uint8_t nread = 0, nwritten = 0;
 		const cs_x86 *x;
@@ -722,7 +546,7 @@ int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struc
 	/* the reference-tracer API is 3.13's */
 	if (elf_find_symbol(ef, "PyRefTracer_SetTracer", &addr, NULL) == 0)
 		return entry_sites(code, ef, out);
-	err = index_text(code, &ix);
+	err = text_index_build(code, &ix);
 	if (!err)
 		err = find_sites(code, ef, &ix, relocate, out);
 	text_index_free(&ix);
@@ -735,7 +559,7 @@ int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation
 	int err;
 
 	memset(out, 0, sizeof(*out));
-	err = index_text(code, &ix);
+	err = text_index_build(code, &ix);
 	/* its inlined re-stamps (3.8's static inline _Py_NewReference) */
 	if (!err)
 		err = find_sites(code, ef, &ix, false, out);
