@@ -25,6 +25,9 @@
 #define EVENT_WAIT_TRIES 10
 /* How often the allocator slots are read for hooks installed meanwhile. */
 #define HOOK_CHECK_INTERVAL 0.1
+/* After a PyMem_SetAllocator() call: looks at the slots every 0.2 ms for 4 ms. */
+#define HOOK_LOOKS 20
+#define HOOK_LOOK_US 200
 
 struct session {
 	const struct session_options *opt;
@@ -783,11 +786,14 @@ static int event_loop(struct session *s)
 					goto out;
 				err = 0;
 				if (loader_take_allocator_set(s->loader)) {
-					/* the probe fires before the slot is written:
-					 * look again a moment later */
-					check_hooks(s);
-					usleep(2000);
-					check_hooks(s);
+					/* the probe fires before the slot is written,
+					 * and tracemalloc.start() sets three slots:
+					 * look again and again for a few ms, as each
+					 * call through a hook not yet probed is lost */
+					for (int look = 0; look < HOOK_LOOKS; look++) {
+						check_hooks(s);
+						usleep(HOOK_LOOK_US);
+					}
 				}
 			} else if (evs[i].data.u32 == EV_SIGNAL) {
 				struct signalfd_siginfo si;
