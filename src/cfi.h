@@ -18,4 +18,8 @@ void cfi_close(struct cfi *c);
  * 8 (the return address). */
 int cfi_sp_offset(struct cfi *c, uint64_t vaddr, int64_t *offset);
 
+/* The bounds of the code one FDE covers (a function, or a part of one that
+ * the compiler moved away, .cold): -ENOENT if none covers vaddr. */
+int cfi_code_range(struct cfi *c, uint64_t vaddr, uint64_t *start, uint64_t *end);
+
 #endif
