@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "freshflow.h"
 #include "newref.h"
 #include "regtrack.h"
 #include "textindex.h"
@@ -27,6 +28,23 @@ struct uses {
 	uint64_t first_ref;
 };
 
+/* A creation left unprobed as the object was allocated in the same call. */
+static int add_proven(struct newref_set *s, const struct newref_site *site)
+{
+	if (s->nproven == s->cap_proven) {
+		int cap = s->cap_proven ? s->cap_proven * 2 : 64;
+		struct newref_site *grown = realloc(s->proven, (size_t)cap * sizeof(*grown));
+
+		if (!grown)
+			return -ENOMEM;
+		s->proven = grown;
+		s->cap_proven = cap;
+	}
+	s->proven[s->nproven++] = *site;
+	s->allocated++;
+	return 0;
+}
+
 static int add_site(struct newref_set *s, const struct newref_site *site)
 {
 	for (int i = 0; i < s->count; i++)
@@ -48,6 +66,7 @@ static int add_site(struct newref_set *s, const struct newref_site *site)
 void newref_free(struct newref_set *s)
 {
 	free(s->sites);
+	free(s->proven);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -417,7 +436,8 @@ static void remove_site(struct newref_set *s, int i)
 /* A site at each call of `fn` (the creation function, or its PLT stub)
  * listed in `u`: the object is in %rdi at the call. */
 static int add_call_sites(struct x86_code *code, struct elf_file *ef, const struct text_index *ix,
-			  const struct uses *u, const char *fn, bool skip_fresh, struct newref_set *out)
+			  const struct fresh_sources *sources, const struct uses *u, const char *fn, bool skip_fresh,
+			  struct newref_set *out)
 {
 	int err = 0;
 
@@ -435,6 +455,10 @@ static int add_call_sites(struct x86_code *code, struct elf_file *ef, const stru
 			out->renewed++;
 			continue;
 		}
+		if (skip_fresh && fresh_at(code, ef, ix, sources, site.call, TM_REG_DI)) {
+			err = add_proven(out, &site);
+			continue;
+		}
 		snprintf(site.what, sizeof(site.what), "object creation (call of %s in %s)", fn,
 			 caller ? caller : "?");
 		err = add_site(out, &site);
@@ -450,7 +474,7 @@ static int add_call_sites(struct x86_code *code, struct elf_file *ef, const stru
  * slot). Callers in other modules (extension modules calling it through
  * their own GOT) are then probed by newref_find_module(). */
 static int relocate_creation_function(struct x86_code *code, const struct text_index *ix, struct elf_file *ef,
-				      const char *fn, struct newref_set *out)
+				      const struct fresh_sources *sources, const char *fn, struct newref_set *out)
 {
 	uint64_t body, size, got = 0;
 	unsigned jump_slots, others;
@@ -484,7 +508,7 @@ static int relocate_creation_function(struct x86_code *code, const struct text_i
 					out->bodies[out->nbodies++] = out->sites[i];
 				remove_site(out, i);
 			}
-		err = add_call_sites(code, ef, ix, &u, fn, true, out);
+		err = add_call_sites(code, ef, ix, sources, &u, fn, true, out);
 		snprintf(out->relocated + strlen(out->relocated), sizeof(out->relocated) - strlen(out->relocated),
 			 "%s%s", out->relocated[0] ? ", " : "", fn);
 	}
@@ -493,18 +517,30 @@ static int relocate_creation_function(struct x86_code *code, const struct text_i
 }
 
 /* Drops the re-stamp guards inside fresh creators (inlined copies, in a
- * static build). */
-static void drop_fresh_guards(struct elf_file *ef, const struct uses *restamps, struct newref_set *out)
+ * static build), and those whose object the code shows was allocated
+ * earlier in the same call. */
+static int drop_fresh_guards(struct x86_code *code, struct elf_file *ef, const struct text_index *ix,
+			     const struct fresh_sources *sources, const struct uses *restamps, struct newref_set *out)
 {
-	for (int i = out->count; i-- > 0;)
-		if (fresh_creator(ef, out->sites[i].vaddr, out->sites[i].call, restamps->calls, restamps->ncalls)) {
+	int err = 0;
+
+	for (int i = out->count; i-- > 0 && !err;) {
+		const struct newref_site *site = &out->sites[i];
+
+		if (fresh_creator(ef, site->vaddr, site->call, restamps->calls, restamps->ncalls)) {
 			remove_site(out, i);
 			out->fresh++;
+		} else if (site->op.type == TM_OPERAND_REG &&
+			   fresh_at(code, ef, ix, sources, site->vaddr, (enum tm_reg)site->op.reg)) {
+			err = add_proven(out, site);
+			remove_site(out, i);
 		}
+	}
+	return err;
 }
 
 static int find_sites(struct x86_code *code, struct elf_file *ef, const struct text_index *ix, bool relocate,
-		      struct newref_set *out)
+		      const struct fresh_sources *sources, struct newref_set *out)
 {
 	uint64_t target, got = 0;
 	struct uses restamps = { 0 };
@@ -527,16 +563,17 @@ static int find_sites(struct x86_code *code, struct elf_file *ef, const struct t
 			out->missed++;
 	}
 	if (!err && relocate)
-		drop_fresh_guards(ef, &restamps, out);
+		err = drop_fresh_guards(code, ef, ix, sources, &restamps, out);
 	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && relocate; i++)
-		err = relocate_creation_function(code, ix, ef, creation_functions[i], out);
+		err = relocate_creation_function(code, ix, ef, sources, creation_functions[i], out);
 	if (insn)
 		cs_free(insn, 1);
 	free(restamps.calls);
 	return err;
 }
 
-int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struct newref_set *out)
+int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, const struct fresh_sources *sources,
+		struct newref_set *out)
 {
 	struct text_index ix = { 0 };
 	uint64_t addr;
@@ -548,7 +585,7 @@ int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struc
 		return entry_sites(code, ef, out);
 	err = text_index_build(code, &ix);
 	if (!err)
-		err = find_sites(code, ef, &ix, relocate, out);
+		err = find_sites(code, ef, &ix, relocate, sources, out);
 	text_index_free(&ix);
 	return err;
 }
@@ -562,7 +599,7 @@ int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation
 	err = text_index_build(code, &ix);
 	/* its inlined re-stamps (3.8's static inline _Py_NewReference) */
 	if (!err)
-		err = find_sites(code, ef, &ix, false, out);
+		err = find_sites(code, ef, &ix, false, NULL, out);
 	out->why[0] = '\0';
 	/* its calls of the creation functions, through its GOT */
 	for (size_t i = 0; i < sizeof(creation_functions) / sizeof(creation_functions[0]) && !err && creation_calls;
@@ -586,7 +623,7 @@ int newref_find_module(struct x86_code *code, struct elf_file *ef, bool creation
 			err = -ENOTSUP;
 		}
 		if (!err)
-			err = add_call_sites(code, ef, &ix, &u, creation_functions[i], false, out);
+			err = add_call_sites(code, ef, &ix, NULL, &u, creation_functions[i], false, out);
 		free(u.calls);
 	}
 	text_index_free(&ix);

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "elffile.h"
+#include "freshflow.h"
 #include "tmtrace.h"
 #include "x86.h"
 
@@ -27,6 +28,9 @@ struct newref_set {
 	int missed; /* re-stamping calls whose guard or operand was not proven: not probed */
 	int fresh;  /* creations in functions that only create what they just allocated: not probed */
 	int renewed; /* calls that re-stamp what an allocation or realloc returned just before: not probed */
+	int allocated; /* creations of what the same call allocated, proven on every path: not probed */
+	struct newref_site *proven; /* those sites, for `tmtrace sites` to list */
+	int nproven, cap_proven;
 	int callers; /* sites at calls of a creation function */
 	/* creation functions whose callers are probed instead of their own
 	 * re-stamp ("" if none): other modules' calls must be probed too */
@@ -40,9 +44,11 @@ struct newref_set {
 };
 
 /* Finds the sites in a CPython binary (3.8 to 3.13). With `relocate`,
- * creations in fresh-only creators are left out and a shared build's
- * creation function is probed at its callers (see newref.c). */
-int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, struct newref_set *out);
+ * creations of what was just allocated are left out (`sources`: what
+ * allocates, see freshflow.h) and a shared build's creation function is
+ * probed at its callers (see newref.c). */
+int newref_find(struct x86_code *code, struct elf_file *ef, bool relocate, const struct fresh_sources *sources,
+		struct newref_set *out);
 /* The sites in another module of the target (an extension module): its
  * inlined re-stamps, and with `creation_calls` (the target's creation
  * functions relocated) its calls of them. -ENOTSUP (out->why says why) if

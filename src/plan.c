@@ -499,8 +499,17 @@ int plan_build(struct elf_file *ef, pid_t pid, uint64_t bias, enum plan_mode mod
 		err = add_copy_sites(ef, &code, p, c, bias);
 	}
 	/* free-list reuse re-stamps only what is traced block by block */
-	if (!err && mode != PLAN_SAMPLED)
-		err = newref_find(&code, ef, true, &p->newrefs);
+	if (!err && mode != PLAN_SAMPLED) {
+		struct fresh_sources sources = { .usedpools = found.usedpools, .cfi = cfi };
+
+		for (int i = 0; i < p->nfns; i++)
+			if (p->fns[i].kind != TM_CALL_FREE) {
+				fresh_add_function(&sources, p->fns[i].vaddr);
+				fresh_add_slot(&sources, p->fns[i].slot);
+			}
+		fresh_add_function(&sources, refill);
+		err = newref_find(&code, ef, true, &sources, &p->newrefs);
+	}
 	for (int i = 0; i < p->newrefs.count && !err; i++) {
 		struct probe_site *s = new_site(p);
 

@@ -143,6 +143,15 @@ int sites_command(int argc, char **argv)
 		printf("# not probed: %d calls of a creation function right after the allocation or realloc that "
 		       "returned the object (the re-stamp writes the traceback that call recorded)\n",
 		       plan.newrefs.renewed);
+	if (plan.newrefs.allocated)
+		printf("# not probed: %d object creations of what the same call of their function allocated, "
+		       "proven on every path to them (the re-stamp writes the traceback the allocation recorded)\n",
+		       plan.newrefs.allocated);
+	for (int i = 0; i < plan.newrefs.nproven; i++) {
+		printf("# allocated in the same call: 0x%lx ", (unsigned long)plan.newrefs.proven[i].vaddr);
+		print_operand(&plan.newrefs.proven[i].op);
+		printf("\n");
+	}
 	if (plan.newrefs.relocated[0])
 		printf("# not probed: %s %s (the calls here are; an extension module's calls are probed in "
 		       "that module)\n", plan.newrefs.relocated,

@@ -479,6 +479,16 @@ FRESH_CREATORS = {"_PyObject_New", "_PyObject_NewVar", "_PyObject_GC_New", "_PyO
 # (a realloc too, moved or not): a creation of that result right after needs
 # no probe
 FRESH_RESULTS = ("PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "_PyObject_GC_Resize")
+# calls whose result that call allocated, by name (a realloc's too), or
+# NULL (a NULL given a first reference crashes right after): an object
+# from one of them on every path to a creation needs no probe there
+ALLOCATING = FRESH_RESULTS + ("PyMem_Malloc", "PyMem_Calloc", "PyMem_Realloc", "PyMem_RawMalloc", "PyMem_RawCalloc",
+                              "PyMem_RawRealloc", "malloc", "calloc", "realloc", "PyErr_NoMemory", "_PyErr_NoMemory",
+                              "PyErr_Format", "_PyErr_Format")
+CALLEE_SAVED = {"rbx", "rbp", "r12", "r13", "r14", "r15"}
+# ... and the arithmetic that also writes nothing but its last operand
+LAST_WRITES = re.compile(r"(movabs[bwlq]?|movslq|(adc|sbb|sar|shl|shr|sal|rol|ror|neg|not|inc|dec|imul)[bwlq]?"
+                         r"|cmov\w+|set\w+|bswap[lq]?)")
 # instructions that write no register but their last operand (AT&T)
 PLAIN_WRITES = re.compile(r"(mov[bwlq]?|movz[bw][wlq]|movs[bwl][wlq]|lea[lq]?|add[bwlq]?|sub[bwlq]?|and[bwlq]?|or[bwlq]?"
                           r"|xor[bwlq]?|test[bwlq]?|cmp[bwlq]?|nop[wl]?)")
@@ -522,6 +532,7 @@ class Audit:
                 self.by_role(r)
         self.guard_census()
         self.creation_census()
+        self.allocated_census()
         return self
 
     def boundary(self, r):
@@ -839,6 +850,8 @@ class Audit:
                     self.count["fresh calls"] = self.count.get("fresh calls", 0) + 1
                 elif self.renews_fresh_result(src):
                     self.count["renewed calls"] = self.count.get("renewed calls", 0) + 1
+                elif self.allocated_in_call(src, "rdi"):
+                    self.count["allocated calls"] = self.count.get("allocated calls", 0) + 1
                 elif not owner & set(CREATION_FUNCTIONS):
                     self.problems.append("0x%x: a call of %s in %s is not probed" % (src, name, sorted(owner)))
 
@@ -884,6 +897,236 @@ class Audit:
                 carrier = parts[0].lstrip("%")
                 continue
             return False
+        return False
+
+    def allocating_targets(self):
+        if not hasattr(self, "_allocating"):
+            self._allocating = set(self.default_functions())
+            for name in ALLOCATING:
+                self._allocating |= self.names.get(name, set()) | self.dis.plt.get(name, set())
+            for r in self.rows:
+                if r["role"] == "newpool":
+                    self._allocating.add(self.function_entry(r)[1])
+        return self._allocating
+
+    def is_entry(self, addr):
+        return addr in self.syms or any(self.dis.insn(s)[0].startswith("call") for s in self.dis.sources.get(addr, ()))
+
+    def allocator_slots(self):
+        """The allocator slots, as the exported wrappers read them (the first
+        RIP-relative load of each), and usedpools[], as the default pymalloc
+        functions index it (`mov ABS(,%reg,8),%reg`)."""
+        if not hasattr(self, "_slots"):
+            self._slots, self._pools = set(), set()
+            for name in ("PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "PyMem_Malloc", "PyMem_Calloc",
+                         "PyMem_Realloc", "PyMem_RawMalloc", "PyMem_RawCalloc", "PyMem_RawRealloc"):
+                # the wrapper loads its struct's ctx (first field) and the slot
+                field = 8 if name.endswith("Malloc") else 16 if name.endswith("Calloc") else 24
+                for a in self.names.get(name, ()):
+                    loads = set()
+                    for _ in range(16):
+                        m = re.search(r"\(%rip\),%\w+\s+# ([0-9a-f]+)", self.dis._lines.get(a, ""))
+                        if m:
+                            loads.add(int(m.group(1), 16))
+                        a = self.dis.next(a)
+                    # (a tail jump through the slot may not decode: objdump
+                    # shows bytes where a symbol starts inside it)
+                    pairs = {t for t in loads if t - field in loads}
+                    self._slots |= pairs or ({min(loads) + field} if loads else set())
+            for entry in self.default_functions():
+                fde = fde_of(self.cfa, entry)
+                a = fde[0] if fde else None
+                while a is not None and a < fde[1]:
+                    mnem, ops, _ = self.dis.insn(a)
+                    m = re.fullmatch(r"(0x[0-9a-f]+)\(,%\w+,8\),%\w+", ops)
+                    if mnem.startswith("mov") and m:
+                        self._pools.add(int(m.group(1), 16))
+                    a = self.dis.next(a)
+        return self._slots, self._pools
+
+    def stop(self, addr, reg, why):
+        """A proof that fails: where, and why, for the problem's message."""
+        self._stopped = "at 0x%x%s: %s" % (addr, " (%%%s)" % reg if reg else "", why)
+        return False
+
+    def allocated_in_call(self, site, reg):
+        """Is the value of `reg` at `site` a block allocated earlier in the
+        same call of the function, or a few bytes into one, on every path?
+        A block comes from a call of an ALLOCATING function or a default
+        allocator, from a call through an allocator slot, or from
+        pymalloc's inlined fast path (`bp = pool->freeblock`, the pool from
+        usedpools[]). Walked back over every path within the site's FDE and
+        the fragments (.cold) whose start only it jumps to: a function
+        entry fails (the value is the caller's), a value passes a call only
+        in a callee-saved register, and is carried by 64-bit register
+        moves, `lea d(%reg)` and `add` of up to 64 bytes or of a register;
+        the FDEs hold no indirect jump, nor does code they jump out to."""
+        fde = fde_of(self.cfa, site)
+        if not fde:
+            return False
+        ranges, allocating, dis = [(fde[0], fde[1])], self.allocating_targets(), self.dis
+        slots, pools = self.allocator_slots()
+
+        def range_of(a):
+            return next((i for i, (lo, hi) in enumerate(ranges) if lo <= a < hi), None)
+
+        def add_fragment(src):
+            f = fde_of(self.cfa, src)
+            if not f or len(ranges) == 4 or self.is_entry(f[0]):
+                return False
+            into = dis.sources.get(f[0], [])
+            if not into or any(range_of(x) is None for x in into):
+                return False
+            ranges.append((f[0], f[1]))
+            return True
+
+        seen, todo = {(site, reg, "block")}, [(site, reg, "block")]
+
+        def push(a, r, goal):
+            if r in (None, "rsp") or len(seen) > 1024:
+                return False
+            if (a, r, goal) not in seen:
+                seen.add((a, r, goal))
+                todo.append((a, r, goal))
+            return True
+
+        def loaded_from(addr, ops, table):
+            """Does this load read one of `table`'s addresses?"""
+            m = re.search(r"# ([0-9a-f]+)", dis._lines[addr])
+            if ops.split(",")[0].endswith("(%rip)") and m:
+                return int(m.group(1), 16) in table
+            m = re.fullmatch(r"(0x[0-9a-f]+)(\(,%\w+,\d\))?,%\w+", ops)
+            return bool(m) and int(m.group(1), 16) in table
+
+        while todo:
+            a, r, goal = todo.pop()
+            k = range_of(a)
+            if k is None or a not in dis or a == ranges[0][0] or self.is_entry(a):
+                return self.stop(a, r, "an entry, or outside the function")
+            for src in dis.sources.get(a, ()):
+                if range_of(src) is None and not add_fragment(src):
+                    return self.stop(a, r, "entered from 0x%x, outside" % src)
+                if not push(src, r, goal):
+                    return self.stop(a, r, "too many states")
+            p = dis.prev(a)
+            if a == ranges[k][0] or p is None:
+                continue
+            mnem, ops, rep = dis.insn(p)
+            parts = operands(ops)
+            if mnem.startswith(("jmp", "ret", "ud", "hlt")):
+                continue  # nothing falls in
+            if mnem.startswith("call"):
+                d = Disassembly.DIRECT.match(ops)
+                if r == "rax" and goal == "block":
+                    m = re.fullmatch(r"\*%(\w+)", ops)
+                    if m:
+                        ok = push(p, reg_of(m.group(1)), "slot")
+                    elif ops.startswith("*"):
+                        ok = loaded_from(p, ops.lstrip("*") + ",%rax", slots)
+                    else:
+                        ok = bool(d) and int(d.group(1), 16) in allocating
+                else:
+                    ok = r in CALLEE_SAVED and push(p, r, goal)
+                if not ok:
+                    return self.stop(p, r, "%s %s" % (mnem, ops))
+                continue
+            base = mnem[:-1] if mnem[-1:] in ("b", "w", "l", "q") and mnem[:-1] in SUFFIXED else mnem
+            # a store to memory, or vector work: no general register written
+            stores = parts and not reg_of(parts[-1]) and not rep and not STRING_OPS.match(mnem) and \
+                base not in SUFFIXED and mnem not in IMPLICIT_WRITES and not mnem.startswith(("push", "pop"))
+            if mnem.startswith("j") or READ_ONLY.match(mnem) or stores:
+                if not push(p, r, goal):
+                    return self.stop(p, r, "too many states")
+                continue
+            implicit = ["rax", "rdx"] if base in ("mul", "div", "idiv") or (base == "imul" and len(parts) == 1) \
+                else [reg_of(x) for x in parts] if base in ("xchg", "xadd") \
+                else IMPLICIT_WRITES[mnem] if mnem in IMPLICIT_WRITES and not parts else None
+            if implicit is not None:
+                if r in implicit or not push(p, r, goal):
+                    return self.stop(p, r, "%s %s" % (mnem, ops))
+                continue
+            if rep or STRING_OPS.match(mnem) or not (PLAIN_WRITES.fullmatch(mnem) or LAST_WRITES.fullmatch(mnem)):
+                if mnem.startswith("pop") and parts and reg_of(parts[0]) != r and push(p, r, goal):
+                    continue
+                return self.stop(p, r, "%s %s" % (mnem, ops))
+            if not parts or reg_of(parts[-1]) != r:
+                if not push(p, r, goal):
+                    return self.stop(p, r, "too many states")
+                continue
+            src = parts[0] if len(parts) == 2 else ""
+            full = parts[-1].lstrip("%") in GPR64
+            m_lea = re.fullmatch(r"(0x[0-9a-f]+)?\(%(\w+)\)", src)
+            m_imm = re.fullmatch(r"\$(0x[0-9a-f]+)", src)
+            is_reg = src.startswith("%") and src.lstrip("%") in GPR64
+            if mnem.startswith("xor") and src == parts[-1] and goal == "block":
+                continue  # NULL: no creation follows
+            if not full:
+                return self.stop(p, r, "%s %s" % (mnem, ops))
+            if mnem in ("mov", "movq") and is_reg:
+                ok = push(p, src.lstrip("%"), goal)
+            elif goal == "slot":
+                ok = mnem in ("mov", "movq") and loaded_from(p, ops, slots)
+            elif goal == "pool":
+                ok = mnem in ("mov", "movq") and any(loaded_from(p, ops, range(t, t + 1024)) for t in pools)
+            elif mnem in ("mov", "movq") and m_lea and int(m_lea.group(1) or "0", 16) == 8 and pools:
+                ok = push(p, reg_of(m_lea.group(2)), "pool")  # bp = pool->freeblock
+            elif mnem.startswith("lea") and m_lea and int(m_lea.group(1) or "0", 16) <= 64:
+                ok = push(p, reg_of(m_lea.group(2)), goal)
+            elif mnem.startswith("add") and ((m_imm and int(m_imm.group(1), 16) <= 64) or is_reg):
+                ok = push(p, r, goal)
+            else:
+                ok = False
+            if not ok:
+                return self.stop(p, r + " (" + goal + ")", "%s %s" % (mnem, ops))
+        for lo, hi in ranges:
+            a = lo
+            while a is not None and a < hi:
+                mnem, ops, _ = dis.insn(a)
+                if mnem.startswith("jmp") and ops.startswith("*"):
+                    return self.stop(a, "", "an indirect jump")
+                d = Disassembly.DIRECT.match(ops)
+                if mnem.startswith("j") and d:
+                    t = int(d.group(1), 16)
+                    if range_of(t) is None and not self.is_entry(t) and self.jumps_indirectly(t, range_of):
+                        return self.stop(t, "", "an indirect jump, or too long, after it")
+                a = dis.next(a)
+        return True
+
+    def allocated_census(self):
+        """Each creation tmtrace leaves unprobed as the same call allocated
+        its object is proven so here too."""
+        listed = [(int(m.group(1), 16), m.group(2)) for m in
+                  (re.match(r"# allocated in the same call: 0x([0-9a-f]+)\s+reg:(\w+)$", n) for n in self.notes)
+                  if m]
+        for addr, reg in listed:
+            if not self.allocated_in_call(addr, reg):
+                self.problems.append("0x%x: tmtrace says the same call allocated the object in %%%s, objdump "
+                                     "does not show it (the walk stops %s)" % (addr, reg, self._stopped))
+        self.count["allocated"] = len(listed)
+
+    def jumps_indirectly(self, start, range_of):
+        """Code reached from `start` (outside the proof's ranges, following
+        branches until it returns or comes back) holds an indirect jump, or
+        more than 256 instructions."""
+        pending, budget = [start], 256
+        while pending:
+            a = pending.pop()
+            while a is not None and range_of(a) is None:
+                budget -= 1
+                if budget < 0 or a not in self.dis:
+                    return True
+                mnem, ops, _ = self.dis.insn(a)
+                d = Disassembly.DIRECT.match(ops)
+                if mnem.startswith("jmp") and not d:
+                    return True
+                if mnem.startswith(("ret", "ud", "hlt")):
+                    break
+                if mnem.startswith("jmp"):
+                    a = int(d.group(1), 16)
+                    continue
+                if mnem.startswith("j") and d:
+                    pending.append(int(d.group(1), 16))
+                a = self.dis.next(a)
         return False
 
     def newref(self, r):
@@ -944,13 +1187,21 @@ def audit_build(name):
     check(c["function sites"] >= 10, "only %d out-of-line function sites" % c["function sites"])
     check(c["newref"] > 0, "no object-creation site agrees with objdump")
     said.append("%d object-creation sites (%d at calls of the creation function, %d such calls in fresh "
-                "creators and %d right after an allocation or realloc that returned the object not probed)"
-                % (c["newref"], c.get("newref calls", 0), c.get("fresh calls", 0), c.get("renewed calls", 0)))
+                "creators, %d right after an allocation or realloc that returned the object and %d of what the "
+                "same call allocated not probed)"
+                % (c["newref"], c.get("newref calls", 0), c.get("fresh calls", 0), c.get("renewed calls", 0),
+                   c.get("allocated calls", 0)))
     renewed = [int(m.group(1)) for m in (re.match(r"# not probed: (\d+) calls of a creation function right after",
                                                    n) for n in audit.notes) if m]
     check(sum(renewed) == c.get("renewed calls", 0),
           "tmtrace leaves %d creation calls after an allocation unprobed, objdump finds %d"
           % (sum(renewed), c.get("renewed calls", 0)))
+    allocated = sum(int(m.group(1)) for m in (re.match(r"# not probed: (\d+) object creations of what the same "
+                                                       r"call", n) for n in audit.notes) if m)
+    check(allocated == c["allocated"] and c.get("allocated calls", 0) <= allocated,
+          "tmtrace leaves %d creations of what the same call allocated unprobed, lists %d, and %d calls are"
+          % (allocated, c["allocated"], c.get("allocated calls", 0)))
+    said.append("%d creations of what the same call allocated not probed, each proven here" % allocated)
     if c["guards"]:
         check(c["guards"] > 400, "only %d guard sites in a PGO build" % c["guards"])
         if c["guard compares"] != c["guards"] + c["not probed"]:
