@@ -1146,27 +1146,51 @@ static __always_inline void realloc_in_place(struct tm_thread *t, __u64 ptr, __u
 		forget_block(ptr);
 }
 
+/* Does a pymalloc function's result come from a pool? Only a small size
+ * does, and a realloc of a block pymalloc does not own stays in the raw
+ * domain whatever its new size (pymalloc_realloc() hands it to
+ * PyMem_RawRealloc): --lazy-frees looks for pool blocks in their pools,
+ * and would take such a block for freed. (A block traced before tmtrace
+ * is unknown here, and taken for pymalloc's.) */
+static __always_inline __u32 result_flags(const struct tm_site *entry_site, const struct tm_pending *call,
+					  __u64 size)
+{
+	struct tm_block *old;
+
+	if (entry_site->family != TM_FAMILY_PYMALLOC || size - 1 >= cfg.pymalloc.small_threshold)
+		return 0;
+	if (entry_site->kind == TM_CALL_REALLOC && call->a) {
+		old = bpf_map_lookup_elem(&live, &call->a);
+		if (old && !(old->flags & TM_BLOCK_PYMALLOC))
+			return 0;
+	}
+	return TM_BLOCK_PYMALLOC;
+}
+
 static __always_inline void complete(struct tm_thread *t, const struct tm_site *entry_site,
 				     const struct tm_pending *call, __u64 result)
 {
-	/* the out-of-line pymalloc functions may hand out pool blocks */
-	__u32 flags = entry_site->family == TM_FAMILY_PYMALLOC ? TM_BLOCK_PYMALLOC : 0;
+	__u64 size;
 
 	if (!armed || !result)
 		return;	/* not yet armed, or failed: nothing to record */
 	switch (entry_site->kind) {
 	case TM_CALL_MALLOC:
-		record_block(t, result, call->a, flags);
+		record_block(t, result, call->a, result_flags(entry_site, call, call->a));
 		break;
 	case TM_CALL_CALLOC:
-		record_block(t, result, call->a * call->b, flags);
+		size = call->a * call->b;
+		record_block(t, result, size, result_flags(entry_site, call, size));
 		break;
 	case TM_CALL_REALLOC:
 		/* tracemalloc_realloc(): the old trace goes, the new one gets
 		 * the current traceback even when the block did not move. */
+		size = call->b;
+		__u32 flags = result_flags(entry_site, call, size);
+
 		if (call->a && call->a != result)
 			forget_block(call->a);
-		record_block(t, result, call->b, flags);
+		record_block(t, result, size, flags);
 		break;
 	}
 }

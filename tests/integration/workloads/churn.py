@@ -8,19 +8,22 @@ short-lived dict, str and list, freed within the round (the list's items
 take 320 to 792 bytes: over pymalloc's 512 half the time, when pymalloc
 hands them to the raw domain). KEPT keeps a 2-tuple every 4th round and
 drops its oldest every 12th; PAIRS keeps a list of 3 every 10th round; BIG
-keeps a bytes of 400 to 1299 bytes every 20th round. Every 2000th round
+keeps a bytes of 400 to 1299 bytes every 20th round; SHRUNK keeps a
+bytearray every 25th round whose buffer, made over 512 bytes (the raw
+domain's), a realloc cuts to 101 bytes, which stays in the raw domain
+(never in a pool, whatever its size). Every 2000th round
 BATCH's 300 strs of about 400 bytes are replaced, the old ones freed after
 the new ones are made, so their blocks stay free a while. Round 50000
 makes 200000 strs and drops them at once: a spike of the peak. Every block a
-report should show is known: KEPT's, PAIRS', BATCH's and BIG's lines, and
-nothing on the short-lived lines."""
+report should show is known: KEPT's, PAIRS', BATCH's, BIG's and
+SHRUNK's lines, and nothing on the short-lived lines."""
 
 import json
 import sys
 import tracemalloc
 
 MODE = sys.argv[1]
-KEPT, PAIRS, BATCH, BIG = [], [], [], []
+KEPT, PAIRS, BATCH, BIG, SHRUNK = [], [], [], [], []
 
 
 def main():
@@ -40,6 +43,10 @@ def main():
             PAIRS.append([i, i, i])
         if i % 20 == 0:
             BIG.append(bytes(400 + i % 900))        # kept, both sides of the 512-byte threshold
+        if i % 25 == 0:
+            buf = bytearray(900 + i % 100)          # the raw domain's
+            del buf[100:]                           # realloc'd to 101 bytes, still the raw domain's
+            SHRUNK.append(buf)
         if i == 50000:
             # a spike in the middle, gone at once: tracemalloc's peak has
             # it, --lazy-frees' only if a report came while it lived
