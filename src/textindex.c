@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include "textindex.h"
@@ -110,47 +111,36 @@ int text_index_build(struct x86_code *code, struct text_index *ix)
 	return 0;
 }
 
-size_t text_first_edge_to(const struct text_index *ix, uint64_t to)
+/* The first of n records, sorted by the uint64_t at `key` bytes into
+ * each, whose key is at least `value`. */
+static size_t lower_bound(const void *records, size_t n, size_t stride, size_t key, uint64_t value)
 {
-	size_t lo = 0, hi = ix->nedges;
+	size_t lo = 0, hi = n;
 
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
+		uint64_t at;
 
-		if (ix->edges[mid].to < to)
+		memcpy(&at, (const char *)records + mid * stride + key, sizeof(at));
+		if (at < value)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return lo;
+}
+
+size_t text_first_edge_to(const struct text_index *ix, uint64_t to)
+{
+	return lower_bound(ix->edges, ix->nedges, sizeof(struct edge), offsetof(struct edge, to), to);
 }
 
 size_t text_first_ref_to(const struct text_index *ix, uint64_t slot)
 {
-	size_t lo = 0, hi = ix->nrefs;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->refs[mid].slot < slot)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return lower_bound(ix->refs, ix->nrefs, sizeof(struct rip_ref), offsetof(struct rip_ref, slot), slot);
 }
 
 size_t text_insn_index(const struct text_index *ix, uint64_t addr)
 {
-	size_t lo = 0, hi = ix->ninsns;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-
-		if (ix->insns[mid] < addr)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
+	return lower_bound(ix->insns, ix->ninsns, sizeof(uint64_t), 0, addr);
 }
