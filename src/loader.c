@@ -260,7 +260,7 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->sample = opt->sample;
 	cfg->code_deaths_probed = plan->code_deaths;
 	cfg->lazy_frees = plan->mode == PLAN_LAZY_FREES;
-	cfg->every_creation_probed = !plan->newrefs.fresh && !plan->newrefs.renewed && !plan->newrefs.allocated;
+	cfg->every_creation_probed = !plan->newrefs.fresh && !plan->newrefs.nproven;
 	if (cfg->lazy_frees) {
 		/* half the capacity: a sweep runs when half of that was
 		 * written since the last (see lazyfree.c); the whole map is

@@ -41,7 +41,6 @@ static int add_proven(struct newref_set *s, const struct newref_site *site)
 		s->cap_proven = cap;
 	}
 	s->proven[s->nproven++] = *site;
-	s->allocated++;
 	return 0;
 }
 
@@ -328,105 +327,6 @@ static const char *fresh_creator(struct elf_file *ef, uint64_t site, uint64_t ca
 	return NULL;
 }
 
-/* Functions whose result is memory the allocator gave out in that very
- * call, which tracemalloc (and tmtrace) traced with the traceback of the
- * moment: a realloc is traced anew, moved or not. A re-stamp of that
- * result right after it writes what is there already. */
-static const char *const fresh_results[] = {
-	"PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "_PyObject_GC_Resize",
-};
-
-static bool calls_fresh_result(struct x86_code *code, struct elf_file *ef, const cs_insn *call, cs_insn *scratch)
-{
-	uint64_t target, start;
-	const char *name;
-
-	if (call->id != X86_INS_CALL || !x86_branch_target(call, &target))
-		return false;
-	name = x86_plt_callee(code, ef, target, scratch);
-	if (!name && (!(name = elf_symbol_at(ef, target, &start)) || start != target))
-		return false;
-	for (size_t i = 0; i < sizeof(fresh_results) / sizeof(fresh_results[0]); i++)
-		if (strcmp(name, fresh_results[i]) == 0)
-			return true;
-	return false;
-}
-
-/* An indirect jump (a switch's table) may land on any instruction of its
- * function, which the index of direct edges does not show. */
-static bool has_indirect_jump(struct x86_code *code, const struct text_index *ix, uint64_t start, uint64_t end,
-			      cs_insn *insn)
-{
-	uint64_t target;
-
-	for (size_t i = text_insn_index(ix, start); i < ix->ninsns && ix->insns[i] < end; i++)
-		if (!x86_decode(code, ix->insns[i], insn) ||
-		    (insn->id == X86_INS_JMP && !x86_branch_target(insn, &target)))
-			return true;
-	return false;
-}
-
-/* Does the creation call at `call` give its first reference to what a
- * call of a fresh_results function returned just before (as
- * `p = PyObject_Realloc(op, n); if (p == NULL) ...; _Py_NewReference(p)`
- * in resize_compact, _PyTuple_Resize, _PyBytes_Resize)? Proven by
- * walking back from it in a straight line to that call: nothing jumps
- * into the instructions between (no direct edge to any of them, no
- * indirect jump in the function), they call nothing and branch only out,
- * and the register that carries the object to %rdi is written only by
- * plain register moves, starting from %rax. A failed realloc's path
- * (`_Py_NewReference(op)`, the old object) does not pass. */
-static bool renews_fresh_result(struct x86_code *code, struct elf_file *ef, const struct text_index *ix,
-				uint64_t call)
-{
-	size_t at = text_insn_index(ix, call);
-	enum tm_reg carrier = TM_REG_DI;
-	cs_insn *insn = cs_malloc(code->cs), *scratch = cs_malloc(code->cs);
-	uint64_t start, end;
-	bool proven = false;
-
-	if (!insn || !scratch || at >= ix->ninsns || ix->insns[at] != call || !elf_function_at(ef, call, &start, &end) ||
-	    has_indirect_jump(code, ix, start, end, insn))
-		goto out;
-	for (size_t i = at; i > 0 && i + PATH_MAX_INSNS > at; i--) {
-		size_t e = text_first_edge_to(ix, ix->insns[i]);
-		cs_regs read, written;
-		uint8_t nread = 0, nwritten = 0;
-		const cs_x86 *x;
-
-		if ((e < ix->nedges && ix->edges[e].to == ix->insns[i]) || ix->insns[i - 1] < start ||
-		    !x86_decode(code, ix->insns[i - 1], insn) || insn->address + insn->size != ix->insns[i])
-			break;
-		if (insn->id == X86_INS_CALL) {
-			proven = carrier == TM_REG_AX && calls_fresh_result(code, ef, insn, scratch);
-			break;
-		}
-		if (x86_is_jcc(insn))
-			continue;
-		if (x86_is_branch(insn) || cs_regs_access(code->cs, insn, read, &nread, written, &nwritten) != CS_ERR_OK)
-			break;
-		x = &insn->detail->x86;
-		for (int w = 0; w < nwritten && carrier != TM_REG_NONE; w++) {
-			if (x86_gpr(written[w]) != carrier)
-				continue;
-			if (insn->id == X86_INS_MOV && x->op_count == 2 && x->operands[0].type == X86_OP_REG &&
-			    x->operands[0].size == 8 && x->operands[1].type == X86_OP_REG && x->operands[1].size == 8)
-				carrier = x86_gpr(x->operands[1].reg);
-			else
-				carrier = TM_REG_NONE;
-			break;
-		}
-		if (carrier == TM_REG_NONE || carrier == TM_REG_SP)
-			break;
-	}
-out:
-	if (insn)
-		cs_free(insn, 1);
-	if (scratch)
-		cs_free(scratch, 1);
-	return proven;
-}
-
 static void remove_site(struct newref_set *s, int i)
 {
 	memmove(&s->sites[i], &s->sites[i + 1], (size_t)(s->count - i - 1) * sizeof(s->sites[0]));
@@ -449,10 +349,6 @@ static int add_call_sites(struct x86_code *code, struct elf_file *ef, const stru
 
 		if (skip_fresh && fresh_creator(ef, site.vaddr, site.call, u->calls, u->ncalls)) {
 			out->fresh++;
-			continue;
-		}
-		if (skip_fresh && renews_fresh_result(code, ef, ix, site.call)) {
-			out->renewed++;
 			continue;
 		}
 		if (skip_fresh && fresh_at(code, ef, ix, sources, site.call, TM_REG_DI)) {

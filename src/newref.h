@@ -27,9 +27,9 @@ struct newref_set {
 	int count, cap;
 	int missed; /* re-stamping calls whose guard or operand was not proven: not probed */
 	int fresh;  /* creations in functions that only create what they just allocated: not probed */
-	int renewed; /* calls that re-stamp what an allocation or realloc returned just before: not probed */
-	int allocated; /* creations of what the same call allocated, proven on every path: not probed */
-	struct newref_site *proven; /* those sites, for `tmtrace sites` to list */
+	/* creations of what the same call allocated, proven on every path
+	 * (freshflow.h): not probed */
+	struct newref_site *proven;
 	int nproven, cap_proven;
 	int callers; /* sites at calls of a creation function */
 	/* creation functions whose callers are probed instead of their own

@@ -112,7 +112,7 @@ static void print_creation_notes(const struct probe_plan *p)
 
 	for (int i = 0; i < p->nmodules; i++)
 		module_sites += p->modules[i].nsites;
-	if (p->mode == PLAN_SAMPLED || (!n->fresh && !n->renewed && !n->allocated && !n->relocated[0] && !p->nmodules))
+	if (p->mode == PLAN_SAMPLED || (!n->fresh && !n->nproven && !n->relocated[0] && !p->nmodules))
 		return;
 	fprintf(stderr, "tmtrace: object creations: %d sites", n->count);
 	if (n->relocated[0])
@@ -120,12 +120,9 @@ static void print_creation_notes(const struct probe_plan *p)
 			p->bodies_probed ? ", probed itself too" : "");
 	if (n->fresh)
 		fprintf(stderr, ", %d in functions that only create what they just allocated not probed", n->fresh);
-	if (n->renewed)
-		fprintf(stderr, ", %d calls right after the allocation or realloc that returned the object not probed",
-			n->renewed);
-	if (n->allocated)
+	if (n->nproven)
 		fprintf(stderr, ", %d of objects the same call allocated (proven on every path) not probed",
-			n->allocated);
+			n->nproven);
 	if (p->nmodules)
 		fprintf(stderr, "; %d sites in %d extension modules", module_sites, p->nmodules);
 	fputc('\n', stderr);

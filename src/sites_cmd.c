@@ -139,14 +139,10 @@ int sites_command(int argc, char **argv)
 	if (plan.newrefs.fresh)
 		printf("# not probed: %d object creations in functions that only create what they just allocated "
 		       "(the re-stamp writes the traceback the allocation recorded)\n", plan.newrefs.fresh);
-	if (plan.newrefs.renewed)
-		printf("# not probed: %d calls of a creation function right after the allocation or realloc that "
-		       "returned the object (the re-stamp writes the traceback that call recorded)\n",
-		       plan.newrefs.renewed);
-	if (plan.newrefs.allocated)
+	if (plan.newrefs.nproven)
 		printf("# not probed: %d object creations of what the same call of their function allocated, "
 		       "proven on every path to them (the re-stamp writes the traceback the allocation recorded)\n",
-		       plan.newrefs.allocated);
+		       plan.newrefs.nproven);
 	for (int i = 0; i < plan.newrefs.nproven; i++) {
 		printf("# allocated in the same call: 0x%lx ", (unsigned long)plan.newrefs.proven[i].vaddr);
 		print_operand(&plan.newrefs.proven[i].op);

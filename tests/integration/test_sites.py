@@ -475,23 +475,20 @@ CREATION_FUNCTIONS = ("_Py_NewReference", "_Py_NewReferenceNoTotal")
 FRESH_CREATORS = {"_PyObject_New", "_PyObject_NewVar", "_PyObject_GC_New", "_PyObject_GC_NewVar",
                   "PyType_GenericAlloc", "_PyType_AllocNoTrack", "PyUnicode_New", "_PyLong_New",
                   "PyBytes_FromStringAndSize", "PyBytes_FromString", "_PyBytes_FromSize"}
-# functions whose result tracemalloc traced with the traceback of the moment
-# (a realloc too, moved or not): a creation of that result right after needs
-# no probe
-FRESH_RESULTS = ("PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "_PyObject_GC_Resize")
-# calls whose result that call allocated, by name (a realloc's too), or
-# NULL (a NULL given a first reference crashes right after): an object
-# from one of them on every path to a creation needs no probe there
-ALLOCATING = FRESH_RESULTS + ("PyMem_Malloc", "PyMem_Calloc", "PyMem_Realloc", "PyMem_RawMalloc", "PyMem_RawCalloc",
-                              "PyMem_RawRealloc", "malloc", "calloc", "realloc", "PyErr_NoMemory", "_PyErr_NoMemory",
-                              "PyErr_Format", "_PyErr_Format")
+# calls whose result that call allocated, by name, which tracemalloc traced
+# with the traceback of the moment (a realloc's too, moved or not), or NULL
+# (a NULL given a first reference crashes right after): an object from one
+# of them on every path to a creation needs no probe there
+ALLOCATING = ("PyObject_Malloc", "PyObject_Calloc", "PyObject_Realloc", "_PyObject_GC_Resize", "PyMem_Malloc",
+              "PyMem_Calloc", "PyMem_Realloc", "PyMem_RawMalloc", "PyMem_RawCalloc", "PyMem_RawRealloc", "malloc",
+              "calloc", "realloc", "PyErr_NoMemory", "_PyErr_NoMemory", "PyErr_Format", "_PyErr_Format")
 CALLEE_SAVED = {"rbx", "rbp", "r12", "r13", "r14", "r15"}
-# ... and the arithmetic that also writes nothing but its last operand
-LAST_WRITES = re.compile(r"(movabs[bwlq]?|movslq|(adc|sbb|sar|shl|shr|sal|rol|ror|neg|not|inc|dec|imul)[bwlq]?"
-                         r"|cmov\w+|set\w+|bswap[lq]?)")
 # instructions that write no register but their last operand (AT&T)
 PLAIN_WRITES = re.compile(r"(mov[bwlq]?|movz[bw][wlq]|movs[bwl][wlq]|lea[lq]?|add[bwlq]?|sub[bwlq]?|and[bwlq]?|or[bwlq]?"
                           r"|xor[bwlq]?|test[bwlq]?|cmp[bwlq]?|nop[wl]?)")
+# ... and the arithmetic that also writes nothing but its last operand
+LAST_WRITES = re.compile(r"(movabs[bwlq]?|movslq|(adc|sbb|sar|shl|shr|sal|rol|ror|neg|not|inc|dec|imul)[bwlq]?"
+                         r"|cmov\w+|set\w+|bswap[lq]?)")
 
 
 class Audit:
@@ -848,56 +845,10 @@ class Audit:
                                          % (src, mnem, name))
                 elif owner & FRESH_CREATORS:
                     self.count["fresh calls"] = self.count.get("fresh calls", 0) + 1
-                elif self.renews_fresh_result(src):
-                    self.count["renewed calls"] = self.count.get("renewed calls", 0) + 1
                 elif self.allocated_in_call(src, "rdi"):
                     self.count["allocated calls"] = self.count.get("allocated calls", 0) + 1
                 elif not owner & set(CREATION_FUNCTIONS):
                     self.problems.append("0x%x: a call of %s in %s is not probed" % (src, name, sorted(owner)))
-
-    def renews_fresh_result(self, call):
-        """Does the creation call at `call` take, in %rdi, what a call of a
-        FRESH_RESULTS function returned just before? Walked back in a
-        straight line within its FDE: no direct branch lands on the way, the
-        FDE holds no indirect jump, every instruction on the way writes only
-        its last operand, and the value goes from %rax to %rdi through
-        64-bit register moves alone."""
-        if not hasattr(self, "_fresh_results"):
-            self._fresh_results = set()
-            for name in FRESH_RESULTS:
-                self._fresh_results |= self.names.get(name, set()) | self.dis.plt.get(name, set())
-        fde = fde_of(self.cfa, call)
-        if not fde:
-            return False
-        a = fde[0]
-        while a is not None and a < fde[1]:
-            mnem, ops, _ = self.dis.insn(a)
-            if mnem.startswith("jmp") and ops.startswith("*"):
-                return False
-            a = self.dis.next(a)
-        carrier, a = "rdi", call
-        for _ in range(24):
-            prev = self.dis.prev(a)
-            if a in self.dis.sources or prev is None or prev < fde[0]:
-                return False
-            mnem, ops, _ = self.dis.insn(prev)
-            if mnem.startswith("call"):
-                d = Disassembly.DIRECT.match(ops)
-                return carrier == "rax" and bool(d) and int(d.group(1), 16) in self._fresh_results
-            a = prev
-            if mnem.startswith("j") and not mnem.startswith("jmp"):
-                continue
-            if not PLAIN_WRITES.fullmatch(mnem):
-                return False
-            parts = operands(ops)
-            if not parts or reg_of(parts[-1]) != carrier or mnem.startswith(("test", "cmp")):
-                continue
-            if mnem in ("mov", "movq") and len(parts) == 2 and parts[0].lstrip("%") in GPR64 \
-                    and parts[1].lstrip("%") in GPR64:
-                carrier = parts[0].lstrip("%")
-                continue
-            return False
-        return False
 
     def allocating_targets(self):
         if not hasattr(self, "_allocating"):
@@ -1187,15 +1138,8 @@ def audit_build(name):
     check(c["function sites"] >= 10, "only %d out-of-line function sites" % c["function sites"])
     check(c["newref"] > 0, "no object-creation site agrees with objdump")
     said.append("%d object-creation sites (%d at calls of the creation function, %d such calls in fresh "
-                "creators, %d right after an allocation or realloc that returned the object and %d of what the "
-                "same call allocated not probed)"
-                % (c["newref"], c.get("newref calls", 0), c.get("fresh calls", 0), c.get("renewed calls", 0),
-                   c.get("allocated calls", 0)))
-    renewed = [int(m.group(1)) for m in (re.match(r"# not probed: (\d+) calls of a creation function right after",
-                                                   n) for n in audit.notes) if m]
-    check(sum(renewed) == c.get("renewed calls", 0),
-          "tmtrace leaves %d creation calls after an allocation unprobed, objdump finds %d"
-          % (sum(renewed), c.get("renewed calls", 0)))
+                "creators and %d of what the same call allocated not probed)"
+                % (c["newref"], c.get("newref calls", 0), c.get("fresh calls", 0), c.get("allocated calls", 0)))
     allocated = sum(int(m.group(1)) for m in (re.match(r"# not probed: (\d+) object creations of what the same "
                                                        r"call", n) for n in audit.notes) if m)
     check(allocated == c["allocated"] and c.get("allocated calls", 0) <= allocated,
