@@ -299,20 +299,6 @@ static bool step_back(struct search *s, const struct state *st)
 	return through_write(s, s->insn, st);
 }
 
-/* An indirect jump (a switch's table) may land on any instruction of its
- * function, which the index of direct edges does not show: none may be in
- * the function, nor in the cold fragments it jumps out to. */
-static bool indirect_jump_in(struct search *s, uint64_t from, uint64_t to)
-{
-	uint64_t target;
-
-	for (size_t i = text_insn_index(s->ix, from); i < s->ix->ninsns && s->ix->insns[i] < to; i++)
-		if (!x86_decode(s->code, s->ix->insns[i], s->insn) ||
-		    (s->insn->id == X86_INS_JMP && !x86_branch_target(s->insn, &target)))
-			return true;
-	return false;
-}
-
 static bool cold_has_indirect_jump(struct search *s, uint64_t entry)
 {
 	uint64_t pending[32], addr, target;
@@ -343,19 +329,24 @@ static bool cold_has_indirect_jump(struct search *s, uint64_t entry)
 	return false;
 }
 
+/* An indirect jump (a switch's table) may land on any instruction of its
+ * function, which the index of direct edges does not show: none may be in
+ * the proof's code, nor in the cold fragments it jumps out to. One pass
+ * over the code looks for both. */
 static bool no_hidden_entries(struct search *s)
 {
 	uint64_t target;
 
 	for (int r = 0; r < s->nranges; r++) {
-		if (indirect_jump_in(s, s->ranges[r].start, s->ranges[r].end))
-			return false;
 		for (size_t i = text_insn_index(s->ix, s->ranges[r].start);
 		     i < s->ix->ninsns && s->ix->insns[i] < s->ranges[r].end; i++) {
-			if (!x86_decode(s->code, s->ix->insns[i], s->insn) ||
-			    !(s->insn->id == X86_INS_JMP || x86_is_jcc(s->insn)) ||
-			    !x86_branch_target(s->insn, &target) || range_of(s, target) >= 0 ||
-			    is_function_entry(s, target))
+			if (!x86_decode(s->code, s->ix->insns[i], s->insn))
+				return false;
+			if (!(s->insn->id == X86_INS_JMP || x86_is_jcc(s->insn)))
+				continue;
+			if (!x86_branch_target(s->insn, &target))
+				return false; /* jmp *%reg, jmp *mem */
+			if (range_of(s, target) >= 0 || is_function_entry(s, target))
 				continue; /* inside, or a tail call */
 			if (cold_has_indirect_jump(s, target))
 				return false;
