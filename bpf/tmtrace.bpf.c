@@ -163,6 +163,11 @@ struct tm_thread {
 	 * the traceback both need it); hit_tstate_known is cleared per hit */
 	__u32 hit_tstate_known;
 	__u64 hit_tstate;
+	/* what this hit read of a thread state's window (read_tstate_window),
+	 * good while hit_window_known (cleared per hit) */
+	__u32 hit_window_known;
+	__u32 hit_status;
+	__u64 hit_window_tstate, hit_thread_id, hit_frame, hit_interp;
 	/* Probe hits on this thread (a running count), and the block its
 	 * last allocation recorded, at which hit, with which number: the
 	 * re-stamp that initializes that object next changes nothing. */
@@ -197,11 +202,13 @@ struct {
 } threads SEC(".maps");
 
 /* Per-CPU scratch: the traceback being built (it is also the ring-buffer
- * event) and the windows read out of the target's frames and code objects. */
+ * event) and the windows read out of the target's thread states, frames
+ * and code objects. */
 struct tm_scratch {
 	struct tm_new_traceback ev;
 	__u8 frame_window[TM_FRAME_WINDOW];
 	__u8 code_window[TM_CODE_WINDOW];
+	__u8 tstate_window[TM_TSTATE_WINDOW];
 };
 
 struct {
@@ -318,12 +325,32 @@ static long thread_walk_step(__u64 index, struct thread_walk *w)
 	return 0;
 }
 
-static __always_inline bool is_thread_of(__u64 tstate, __u64 fsbase)
+/* The fields of a thread state a hit needs (thread id, frame, status,
+ * interpreter) in one read: each read of user memory costs about a tenth
+ * of a trap whatever its length. At most once per hit and thread state. */
+static __always_inline int read_tstate_window(struct tm_thread *t, __u64 tstate)
 {
-	__u64 value = 0;
+	__u32 zero = 0;
+	struct tm_scratch *s;
+	const __u8 *w;
 
-	return tstate && !bpf_probe_read_user(&value, sizeof(value), (void *)(tstate + cfg.py.tstate_thread_id)) &&
-	       value == fsbase;
+	if (t->hit_window_known && t->hit_window_tstate == tstate)
+		return 0;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s || !tstate ||
+	    bpf_probe_read_user(s->tstate_window, cfg.py.tstate_window_len & (TM_TSTATE_WINDOW - 1),
+				(void *)(tstate + cfg.py.tstate_window_start)))
+		return -1;
+	w = s->tstate_window;
+	t->hit_thread_id = load_u64(w, cfg.py.tstate_window_thread_id);
+	t->hit_frame = load_u64(w, cfg.py.tstate_window_frame);
+	t->hit_interp = load_u64(w, cfg.py.tstate_window_interp);
+	t->hit_status = cfg.py.tstate_window_status != ~0u
+				? *(const __u32 *)(w + (cfg.py.tstate_window_status & (TM_TSTATE_WINDOW - 4)))
+				: 0;
+	t->hit_window_tstate = tstate;
+	t->hit_window_known = 1;
+	return 0;
 }
 
 /* _Py_tss_tstate for the current thread (cfg is read field by field: a
@@ -366,8 +393,10 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 		if (current)
 			return current;
 	}
-	if (t->tstate_fsbase == w.fsbase && is_thread_of(t->tstate, w.fsbase) &&
-	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE || tstate_active(t->tstate)))
+	/* the cached state is checked with the same read that gives its frame */
+	if (t->tstate_fsbase == w.fsbase && !read_tstate_window(t, t->tstate) && t->hit_thread_id == w.fsbase &&
+	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE ||
+	     ((t->hit_status >> (cfg.py.tstate_active_bit & 31)) & 1)))
 		return t->tstate;
 
 	if (bpf_probe_read_user(&w.interp, sizeof(w.interp),
@@ -639,10 +668,8 @@ static __always_inline __u32 current_traceback(struct tm_thread *t)
 	if (!s)
 		return 0;
 	tstate = hit_tstate(t);
-	if (tstate) {
-		if (bpf_probe_read_user(&w.frame, sizeof(w.frame),
-					(void *)(tstate + cfg.py.tstate_frame)))
-			w.frame = 0;
+	if (tstate && !read_tstate_window(t, tstate)) {
+		w.frame = t->hit_frame;
 		if (w.frame && cfg.py.frame_model == 2) {
 			cframe = w.frame;
 			if (bpf_probe_read_user(&w.frame, sizeof(w.frame),
@@ -1078,8 +1105,10 @@ static __always_inline __u64 usedpools_now(struct tm_thread *t)
 	/* 3.12+: get_state() of Objects/obmalloc.c, for the thread holding
 	 * the GIL (_Py_tss_tstate) */
 	tstate = hit_tstate(t);
-	if (!tstate || bpf_probe_read_user(&interp, sizeof(interp), (void *)(tstate + cfg.pymalloc.tstate_interp)) ||
-	    !interp)
+	if (!tstate || read_tstate_window(t, tstate))
+		return 0;
+	interp = t->hit_interp;
+	if (!interp)
 		return 0;
 	if (cfg.pymalloc.per_interp == 12) {
 		if (bpf_probe_read_user(&flags, sizeof(flags), (void *)(interp + cfg.pymalloc.interp_feature_flags)))
@@ -1368,6 +1397,7 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 	if (!t)
 		return 0;
 	t->hit_tstate_known = 0;
+	t->hit_window_known = 0;
 	t->hits++;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);

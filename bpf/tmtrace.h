@@ -17,6 +17,7 @@
 /* Size of the scratch window read out of a frame or a code object. */
 #define TM_FRAME_WINDOW 128
 #define TM_CODE_WINDOW 256
+#define TM_TSTATE_WINDOW 256
 /* Hook functions tmtrace probes at most (tracemalloc has 7). */
 #define TM_MAX_HOOKS 16
 
@@ -332,6 +333,11 @@ struct tm_py_layout {
 	__u32 tstate_status;
 	__u32 tstate_active_bit;
 	struct tm_tls_var tss_tstate; /* 3.12+: _Py_tss_tstate, the thread's current state */
+	/* thread-state window: the fields a hit needs (thread id, frame,
+	 * status, interpreter), read in one go at tstate + tstate_window_start */
+	__u32 tstate_window_start, tstate_window_len;
+	__u32 tstate_window_thread_id, tstate_window_frame; /* relative to the window */
+	__u32 tstate_window_status, tstate_window_interp;   /* relative; status ~0u: none */
 	/* frame window: read TM_FRAME_WINDOW bytes at frame + frame_window_start */
 	__u32 frame_window_start, frame_window_len;
 	__u32 frame_back, frame_code, frame_lasti, frame_owner; /* relative to the window */
@@ -362,12 +368,12 @@ struct tm_pymalloc_layout {
 	__u32 pool_szidx;       /* offsetof(struct pool_header, szidx) */
 	__u32 pool_size;        /* POOL_SIZE: 4 KiB up to 3.9, 16 KiB from 3.10 */
 	/* 3.12+, when usedpools is 0: the calling thread's interpreter's
-	 * usedpools[]. 12: at interp + interp_obmalloc (the main interpreter's
-	 * when feature_flags has use_main_obmalloc); 13: at
-	 * *(interp + interp_obmalloc) + obmalloc_used; 0: no prediction */
+	 * usedpools[] (the interpreter from the thread-state window). 12: at
+	 * interp + interp_obmalloc (the main interpreter's when feature_flags
+	 * has use_main_obmalloc); 13: at *(interp + interp_obmalloc) +
+	 * obmalloc_used; 0: no prediction */
 	__u32 per_interp;
-	__u32 tstate_interp, interp_obmalloc, obmalloc_used, interp_feature_flags;
-	__u32 pad;
+	__u32 interp_obmalloc, obmalloc_used, interp_feature_flags;
 	__u64 use_main_obmalloc;
 };
 

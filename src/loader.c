@@ -144,13 +144,22 @@ static int fill_layout(const struct py_target *t, struct tm_py_layout *py, char 
 		}
 	}
 
+	uint32_t to[] = { o->tstate_thread_id, o->tstate_frame, o->tstate_status, o->tstate_interp };
+	uint32_t tw[] = { 8, 8, 4, 8 };
+
+	window_of(to, 4, tw, &py->tstate_window_start, &py->tstate_window_len);
 	window_of(fo, 6, fw, &py->frame_window_start, &py->frame_window_len);
 	window_of(co, 6, cw, &py->code_window_start, &py->code_window_len);
-	if (py->frame_window_len >= TM_FRAME_WINDOW || py->code_window_len >= TM_CODE_WINDOW) {
-		snprintf(why, whylen, "CPython %s: frame or code layout too wide for the BPF walker",
+	if (py->frame_window_len >= TM_FRAME_WINDOW || py->code_window_len >= TM_CODE_WINDOW ||
+	    py->tstate_window_len >= TM_TSTATE_WINDOW) {
+		snprintf(why, whylen, "CPython %s: frame, code or thread-state layout too wide for the BPF walker",
 			 t->version);
 		return -ENOTSUP;
 	}
+	py->tstate_window_thread_id = rel(o->tstate_thread_id, py->tstate_window_start);
+	py->tstate_window_frame = rel(o->tstate_frame, py->tstate_window_start);
+	py->tstate_window_status = rel(o->tstate_status, py->tstate_window_start);
+	py->tstate_window_interp = rel(o->tstate_interp, py->tstate_window_start);
 	py->frame_back = rel(o->frame_back, py->frame_window_start);
 	py->frame_code = rel(o->frame_code, py->frame_window_start);
 	py->frame_lasti = rel(o->frame_lasti, py->frame_window_start);
@@ -289,7 +298,6 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 		const struct py_offsets *o = t->offsets;
 
 		cfg->pymalloc.per_interp = t->minor == 12 ? 12 : 13;
-		cfg->pymalloc.tstate_interp = o->tstate_interp;
 		cfg->pymalloc.interp_obmalloc = o->interp_obmalloc;
 		cfg->pymalloc.obmalloc_used = o->obmalloc_used == PYOFF_NONE ? 0 : o->obmalloc_used;
 		cfg->pymalloc.interp_feature_flags = o->interp_feature_flags;
