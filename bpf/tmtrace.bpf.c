@@ -387,7 +387,9 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 	struct thread_walk w = {};
 	__u64 current;
 
-	w.fsbase = BPF_CORE_READ(task, thread.fsbase);
+	/* a plain load: the task pointer is trusted BTF, so the verifier turns
+	 * this into one instruction instead of a bpf_probe_read_kernel() call */
+	w.fsbase = task->thread.fsbase;
 	if (cfg.py.tss_tstate.mode != TM_TLS_NONE) {
 		current = tss_tstate(w.fsbase);
 		if (current)
