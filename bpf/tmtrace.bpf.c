@@ -1126,29 +1126,59 @@ static __always_inline __u64 usedpools_now(struct tm_thread *t)
 	return state + cfg.pymalloc.obmalloc_used;
 }
 
+/* Each size class's first used pool as last read: a guess, checked
+ * against the pool's own header before use (is_first_pool()). */
+__u64 first_pools[TM_SIZE_CLASSES] = {};
+
+/* Is this pool, as its header reads now, the first of size class
+ * `index`'s used pools (whose list head is `head`)? A pool leaves the list
+ * only when full (freeblock NULL: pymalloc unlinks it then) or empty (count
+ * 0: it goes to freepools), and any pool put back in front of a list
+ * becomes its first's prevpool; so a pool in use, with a free block, of
+ * this size class, whose prevpool is the list head, is in the list and
+ * first. Under the GIL, which every pymalloc call holds. */
+static __always_inline bool is_first_pool(const struct tm_pool_head *h, __u64 index, __u64 head)
+{
+	return h->count && h->freeblock && h->szidx == index && h->prevpool == head;
+}
+
+/* The block pymalloc's fast path will pop for this size: the first free
+ * block of the size class's first used pool. Exact under the GIL, which
+ * every pymalloc allocation holds. 0: the pool list is empty (a new pool
+ * comes from allocate_from_new_pool), or the state was unreadable. One
+ * read of the target while the size class's first pool stays first (each
+ * read costs its checks, about a tenth of a trap), two when it changed. */
 static __always_inline __u64 predict_block(struct tm_thread *t, __u64 size, bool *empty)
 {
-	__u64 index = (size - 1) >> cfg.pymalloc.alignment_shift;
-	__u64 pool = 0, usedpools = usedpools_now(t);
-	/* freeblock and nextpool, adjacent in pool_header: one read (each
-	 * read of user memory costs its checks, about a tenth of a hit) */
-	__u64 header[2] = {};
+	__u64 index = ((size - 1) >> cfg.pymalloc.alignment_shift) & (TM_SIZE_CLASSES - 1);
+	__u64 pool, usedpools = usedpools_now(t);
+	/* usedpools[2i] and [2i+1] are the nextpool and prevpool of a
+	 * pool_header that would start two words earlier: the list's head */
+	__u64 head = usedpools + index * 16 - 16;
+	struct tm_pool_head h = {};
 
 	*empty = false;
-	if (!usedpools || bpf_probe_read_user(&pool, sizeof(pool), (void *)(usedpools + index * 16)) ||
-	    bpf_probe_read_user(header, sizeof(header), (void *)(pool + cfg.pymalloc.pool_freeblock))) {
+	if (!usedpools) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
 	}
-	if (pool == header[1]) {
+	pool = first_pools[index];
+	if (pool && !bpf_probe_read_user(&h, sizeof(h), (void *)pool) && is_first_pool(&h, index, head))
+		return h.freeblock;
+	if (bpf_probe_read_user(&pool, sizeof(pool), (void *)(usedpools + index * 16))) {
+		count_lost(TM_LOST_POOL_UNREADABLE);
+		return 0;
+	}
+	if (pool == head) {
 		*empty = true; /* the list's own head: no pool of this size class */
 		return 0;
 	}
-	if (!header[0]) {
+	if (bpf_probe_read_user(&h, sizeof(h), (void *)pool) || !h.freeblock) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return 0;
 	}
-	return header[0];
+	first_pools[index] = pool;
+	return h.freeblock;
 }
 
 /* pymalloc_realloc(): a pool block whose new size fits its size class
@@ -1166,7 +1196,7 @@ static __always_inline void realloc_in_place(struct tm_thread *t, __u64 ptr, __u
 
 	if (!b || !(b->flags & TM_BLOCK_PYMALLOC))
 		return; /* not pymalloc's, or traced before tmtrace: the nested calls tell */
-	if (bpf_probe_read_user(&szidx, sizeof(szidx), (void *)(pool + cfg.pymalloc.pool_szidx))) {
+	if (bpf_probe_read_user(&szidx, sizeof(szidx), (void *)(pool + offsetof(struct tm_pool_head, szidx)))) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
 		return;
 	}

@@ -358,14 +358,24 @@ struct tm_py_layout {
 	__u32 code_adaptive;       /* absolute offset of the first instruction (3.11+) */
 };
 
+/* The start of pymalloc's pool_header (Objects/obmalloc.c, the same from
+ * 3.8 to 3.13), as predict_block() reads it in one go. */
+struct tm_pool_head {
+	__u32 count;            /* ref.count: blocks in use */
+	__u32 pad;
+	__u64 freeblock;        /* the next block the fast path pops */
+	__u64 nextpool, prevpool;
+	__u32 arenaindex;
+	__u32 szidx;            /* size class */
+};
+
+#define TM_SIZE_CLASSES 64      /* at most: 512 bytes in steps of 8 */
+
 /* pymalloc's state, for predicting the block a fast path pops. */
 struct tm_pymalloc_layout {
 	__u64 usedpools;        /* address of usedpools[] in the target; 0: no prediction */
 	__u32 small_threshold;  /* SMALL_REQUEST_THRESHOLD (512) */
 	__u32 alignment_shift;  /* ALIGNMENT_SHIFT (4) */
-	__u32 pool_freeblock;   /* offsetof(struct pool_header, freeblock); nextpool follows it */
-	__u32 pad0;
-	__u32 pool_szidx;       /* offsetof(struct pool_header, szidx) */
 	__u32 pool_size;        /* POOL_SIZE: 4 KiB up to 3.9, 16 KiB from 3.10 */
 	/* 3.12+, when usedpools is 0: the calling thread's interpreter's
 	 * usedpools[] (the interpreter from the thread-state window). 12: at

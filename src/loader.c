@@ -233,8 +233,13 @@ static void publish_hooks(struct loader *l, const struct probe_plan *plan)
 			__atomic_store_n(&l->skel->bss->hooks_seen, 1, __ATOMIC_SEQ_CST);
 }
 
-/* predict_block() reads freeblock and nextpool in one go */
-_Static_assert(POOL_NEXTPOOL == POOL_FREEBLOCK + 8, "pool_header: nextpool right after freeblock");
+/* the pool header as BPF reads it */
+_Static_assert(offsetof(struct tm_pool_head, count) == POOL_COUNT, "pool_header.ref.count");
+_Static_assert(offsetof(struct tm_pool_head, freeblock) == POOL_FREEBLOCK, "pool_header.freeblock");
+_Static_assert(offsetof(struct tm_pool_head, nextpool) == POOL_NEXTPOOL, "pool_header.nextpool");
+_Static_assert(offsetof(struct tm_pool_head, prevpool) == POOL_PREVPOOL, "pool_header.prevpool");
+_Static_assert(offsetof(struct tm_pool_head, szidx) == POOL_SZIDX, "pool_header.szidx");
+_Static_assert(PYMALLOC_SIZE_CLASSES <= TM_SIZE_CLASSES, "size classes");
 
 int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
 		struct loader **out, char *why, size_t whylen)
@@ -291,8 +296,6 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	cfg->pymalloc.usedpools = plan->pm.usedpools ? plan->pm.usedpools + t->bias : 0;
 	cfg->pymalloc.small_threshold = PYMALLOC_SMALL_REQUEST_THRESHOLD;
 	cfg->pymalloc.alignment_shift = PYMALLOC_ALIGNMENT_SHIFT;
-	cfg->pymalloc.pool_freeblock = POOL_FREEBLOCK;
-	cfg->pymalloc.pool_szidx = POOL_SZIDX;
 	cfg->pymalloc.pool_size = t->minor >= 10 ? 16384 : 4096;
 	if (plan->pm.per_interp) {
 		const struct py_offsets *o = t->offsets;

@@ -12,6 +12,7 @@
 #define POOL_COUNT 0 /* blocks in use (ref.count) */
 #define POOL_FREEBLOCK 8
 #define POOL_NEXTPOOL 16
+#define POOL_PREVPOOL 24
 #define POOL_SZIDX 36
 #define POOL_NEXTOFFSET 40    /* bytes from the pool to its first never-used block */
 #define POOL_MAXNEXTOFFSET 44 /* POOL_SIZE minus the block size */
