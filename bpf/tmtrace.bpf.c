@@ -163,6 +163,7 @@ struct tm_thread {
 	 * the traceback both need it); hit_tstate_known is cleared per hit */
 	__u32 hit_tstate_known;
 	__u64 hit_tstate;
+	__u64 hit_fsbase; /* the thread's fs base (pthread_self()), set per hit */
 	/* what this hit read of a thread state's window (read_tstate_window),
 	 * good while hit_window_known (cleared per hit) */
 	__u32 hit_window_known;
@@ -383,13 +384,10 @@ static __always_inline __u64 tss_tstate(__u64 fsbase)
  * thread calls into sub-interpreters). Cached per thread. */
 static __always_inline __u64 current_tstate(struct tm_thread *t)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct thread_walk w = {};
 	__u64 current;
 
-	/* a plain load: the task pointer is trusted BTF, so the verifier turns
-	 * this into one instruction instead of a bpf_probe_read_kernel() call */
-	w.fsbase = task->thread.fsbase;
+	w.fsbase = t->hit_fsbase;
 	if (cfg.py.tss_tstate.mode != TM_TLS_NONE) {
 		current = tss_tstate(w.fsbase);
 		if (current)
@@ -1010,11 +1008,6 @@ static __always_inline void code_died(__u64 code)
 
 /* ---- probes ------------------------------------------------------------ */
 
-static __always_inline bool is_target(void)
-{
-	return (bpf_get_current_pid_tgid() >> 32) == cfg.tgid;
-}
-
 static __always_inline __u64 operand_value(const __u64 *regs, const struct tm_operand *op, bool *ok)
 {
 	__u64 v = 0;
@@ -1404,6 +1397,7 @@ static __always_inline bool hooked_now(const struct tm_site *site)
 static __always_inline int on_probe(struct pt_regs *ctx)
 {
 	__u32 id = (__u32)bpf_get_attach_cookie(ctx);
+	struct task_struct *task;
 	const struct tm_site *site;
 	__u64 regs[PT_REGS_WORDS];
 	struct tm_thread *t;
@@ -1411,7 +1405,10 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 
 	if (cfg.empty_probes)
 		return 0; /* the benchmark's floor: the cost of the traps alone */
-	if (!is_target())
+	/* plain loads from the trusted task pointer, which the thread's
+	 * storage needs anyway: each helper call costs its call and return */
+	task = bpf_get_current_task_btf();
+	if (task->tgid != cfg.tgid)
 		return 0;
 	site = bpf_map_lookup_elem(&sites, &id);
 	if (!site)
@@ -1424,11 +1421,12 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 	 * function; a hook means the out-of-line functions will see the call. */
 	if (site->guard_reg && reg_value(regs, site->guard_reg) != site->guard_value)
 		return 0;
-	t = bpf_task_storage_get(&threads, bpf_get_current_task_btf(), 0,
+	t = bpf_task_storage_get(&threads, task, 0,
 				 BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!t)
 		return 0;
 	t->hit_tstate_known = 0;
+	t->hit_fsbase = task->thread.fsbase;
 	t->hit_window_known = 0;
 	t->hits++;
 	if (site->role == TM_ROLE_RETURN)
