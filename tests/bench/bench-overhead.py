@@ -20,6 +20,8 @@ Configurations, interleaved per round:
   tmt1, tmt25   tmtrace attached from outside, -n 1 or -n 25
   smp1          tmtrace --sample -n 1: raw domain exact, pymalloc estimated
                 from pool refills
+  sfloor        the floor of --sample's probes (the raw domain's calls and
+                pool refills): what --sample cannot go below
   lfloor        the floor of --lazy-frees' probes (pymalloc's frees unprobed)
   lzy1          tmtrace --lazy-frees -n 1: pymalloc's frees found in the
                 pools at each report (-i 1 here, so that the sweeps count)
@@ -28,7 +30,8 @@ For each it prints the median time and the slowdown against `none`; for
 tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
 memory its maps take per live block; and `added/floor`: the time tmtrace
 adds over no tracing, divided by the time the empty probes add (1.0 means
-the BPF program costs nothing beyond its traps; lzy1 against lfloor).
+the BPF program costs nothing beyond its traps; lzy1 against lfloor, smp1
+against sfloor).
 
 --tmtrace (repeatable) runs every tmtrace configuration with each build
 given, a copy of an older commit say, interleaved in every round: the
@@ -49,8 +52,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 TMTRACE = os.path.join(ROOT, "build", "tmtrace")
 WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000"),
              "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
-CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1"]
-TRACED = ("floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1")
+CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor"]
+TRACED = ("floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor")
+# each traced configuration's floor: the same plan's probes, empty
+FLOOR_OF = {"tmt1": "floor", "tmt25": "floor", "lzy1": "lfloor", "smp1": "sfloor"}
 
 
 def default_pythons():
@@ -86,10 +91,11 @@ def run_once(python, workload, config, tmtrace=TMTRACE):
     tracer, notes = None, []
     if config in TRACED:
         tenv = dict(os.environ)
-        if config in ("floor", "lfloor"):
+        if config in ("floor", "lfloor", "sfloor"):
             tenv["TMTRACE_EMPTY_PROBES"] = "1"
         nframe = "25" if config == "tmt25" else "1"
-        mode = {"smp1": ["--sample"], "lfloor": ["--lazy-frees"], "lzy1": ["--lazy-frees"]}.get(config, [])
+        mode = {"smp1": ["--sample"], "sfloor": ["--sample"], "lfloor": ["--lazy-frees"],
+                "lzy1": ["--lazy-frees"]}.get(config, [])
         # a report every second under --lazy-frees: its sweeps are its cost
         interval = "1" if config == "lzy1" else "3600"
         tracer = subprocess.Popen([tmtrace, "-p", str(p.pid), "-i", interval, "-n", nframe] + mode,
@@ -163,9 +169,9 @@ def main():
                 if c == "none":
                     continue
                 t = times[label]
-                floor = times.get(label.replace(c, "lfloor" if c == "lzy1" else "floor", 1))
+                floor = times.get(label.replace(c, FLOOR_OF[c], 1)) if c in FLOOR_OF else None
                 added = ("%11.2fx" % ((t - base) / (floor - base))
-                         if floor and c in ("tmt1", "tmt25", "lzy1") and floor > base else "%12s" % "")
+                         if floor and floor > base else "%12s" % "")
                 cpu = [r.cpu for r in runs[label] if r.cpu is not None]
                 rss = [r.rss_kib for r in runs[label] if r.rss_kib is not None]
                 kmem = [r.kmem_per_block for r in runs[label] if r.kmem_per_block is not None]
