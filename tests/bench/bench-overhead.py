@@ -170,8 +170,9 @@ def main():
                     continue
                 t = times[label]
                 floor = times.get(label.replace(c, FLOOR_OF[c], 1)) if c in FLOOR_OF else None
+                # a floor within a tenth of untraced is noise, not a cost to divide by
                 added = ("%11.2fx" % ((t - base) / (floor - base))
-                         if floor and floor > base else "%12s" % "")
+                         if floor and floor > 1.1 * base else "%12s" % "")
                 cpu = [r.cpu for r in runs[label] if r.cpu is not None]
                 rss = [r.rss_kib for r in runs[label] if r.rss_kib is not None]
                 kmem = [r.kmem_per_block for r in runs[label] if r.kmem_per_block is not None]
