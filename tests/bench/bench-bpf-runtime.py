@@ -19,10 +19,10 @@ import statistics
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "1000"),
-             "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
+from driver import TMTRACE, WORKLOADS, attach, finish, go, seconds_of, start_workload
+
+# half bench-overhead.py's mix: with the sysctl on, a traced run is slow
+ARGS = {"mix": "1000"}
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
@@ -38,33 +38,21 @@ def program_stats(name="tm_probe"):
 
 
 def run_once(python, workload, tmtrace):
-    script, arg = WORKLOADS[workload]
-    env = dict(os.environ)
-    env.pop("PYTHONTRACEMALLOC", None)
-    p = subprocess.Popen([python, os.path.join(HERE, "workloads", script), arg], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.join(HERE, "workloads"))
-    assert p.stdout.readline().strip() == "ready"
-    tracer = subprocess.Popen([tmtrace, "-p", str(p.pid), "-i", "3600"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    line = tracer.stderr.readline()
-    if not line.startswith("tmtrace: attached"):
-        raise SystemExit("tmtrace did not attach: %r" % line)
-    while "probes on" not in line and "probes," not in line and line:
-        line = tracer.stderr.readline()
+    p = start_workload(python, workload, arg=ARGS.get(workload))
+    tracer, _ = attach(tmtrace, p.pid, ["-i", "3600"])
     before = program_stats()
-    p.stdin.write("go\n")
-    p.stdin.flush()
-    line = p.stdout.readline()
+    line = go(p)
+    # before tmtrace sees the workload exit and detaches
     after = program_stats()
-    p.stdin.close()
-    p.wait()
+    finish(p)
     tracer.send_signal(2)
     tracer.stderr.close()
     tracer.wait()
-    if not line.startswith("elapsed "):
+    seconds = seconds_of(line)
+    if seconds is None:
         raise SystemExit("%s %s: no timing (%r)" % (python, workload, line))
     runs, ns = after[0] - before[0], after[1] - before[1]
-    return float(line.split()[1]), runs, (ns / runs if runs else 0.0)
+    return seconds, runs, (ns / runs if runs else 0.0)
 
 
 def main():
@@ -78,7 +66,7 @@ def main():
         raise SystemExit("bench-bpf-runtime: needs root (BPF, and the bpf_stats_enabled sysctl)")
     pythons = args.python or ["/usr/bin/python3.11"]
     workloads = args.workload or ["mix"]
-    builds = args.tmtrace or [os.path.join(ROOT, "build", "tmtrace")]
+    builds = args.tmtrace or [TMTRACE]
     with open(STATS_SYSCTL) as f:
         saved = f.read().strip()
     results = {}

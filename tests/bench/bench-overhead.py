@@ -43,15 +43,10 @@ import glob
 import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-TMTRACE = os.path.join(ROOT, "build", "tmtrace")
-WORKLOADS = {"micro": ("micro.py", "300000"), "mix": ("mix.py", "2000"),
-             "threads": ("threads.py", "75000"), "leak": ("leak.py", "20000")}
+from driver import TMTRACE, WORKLOADS, attach, finish, go, seconds_of, start_workload
+
 CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor"]
 TRACED = ("floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor")
 # each traced configuration's floor: the same plan's probes, empty
@@ -80,14 +75,10 @@ def kernel_memory_per_block(attach_lines):
 
 
 def run_once(python, workload, config, tmtrace=TMTRACE):
-    script, arg = WORKLOADS[workload]
     env = dict(os.environ)
-    env.pop("PYTHONTRACEMALLOC", None)
     if config.startswith("tm") and not config.startswith("tmt"):
         env["TRACEMALLOC"] = config[2:]
-    p = subprocess.Popen([python, os.path.join(HERE, "workloads", script), arg], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, env=env, cwd=os.path.join(HERE, "workloads"))
-    assert p.stdout.readline().strip() == "ready"
+    p = start_workload(python, workload, env=env)
     tracer, notes = None, []
     if config in TRACED:
         tenv = dict(os.environ)
@@ -98,23 +89,9 @@ def run_once(python, workload, config, tmtrace=TMTRACE):
                 "lzy1": ["--lazy-frees"]}.get(config, [])
         # a report every second under --lazy-frees: its sweeps are its cost
         interval = "1" if config == "lzy1" else "3600"
-        tracer = subprocess.Popen([tmtrace, "-p", str(p.pid), "-i", interval, "-n", nframe] + mode,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=tenv)
-        line = tracer.stderr.readline()
-        if not line.startswith("tmtrace: attached"):
-            raise SystemExit("tmtrace did not attach: %r" % line)
-        # the notes up to the probe summary (kernel memory among them)
-        while "probes on" not in line and "probes," not in line:
-            notes.append(line)
-            line = tracer.stderr.readline()
-            if not line:
-                break
-        notes.append(line)
-    p.stdin.write("go\n")
-    p.stdin.flush()
-    line = p.stdout.readline()
-    p.stdin.close()
-    p.wait()
+        tracer, notes = attach(tmtrace, p.pid, ["-i", interval, "-n", nframe] + mode, env=tenv)
+    line = go(p)
+    finish(p)
     result = Result(None)
     if tracer:
         tracer.send_signal(2)
@@ -123,9 +100,9 @@ def run_once(python, workload, config, tmtrace=TMTRACE):
         result.cpu = usage.ru_utime + usage.ru_stime
         result.rss_kib = usage.ru_maxrss
         result.kmem_per_block = kernel_memory_per_block(notes)
-    if not line.startswith("elapsed "):
+    result.seconds = seconds_of(line)
+    if result.seconds is None:
         raise SystemExit("%s %s %s: no timing (%r)" % (python, workload, config, line))
-    result.seconds = float(line.split()[1])
     return result
 
 
