@@ -164,10 +164,10 @@ struct tm_thread {
 	__u32 hit_tstate_known;
 	__u64 hit_tstate;
 	__u64 hit_fsbase; /* the thread's fs base (pthread_self()), set per hit */
-	/* what this hit read of a thread state's window (read_tstate_window),
-	 * good while hit_window_known (cleared per hit) */
-	__u32 hit_window_known;
+	/* what this hit read of thread state hit_window_tstate's window
+	 * (read_tstate_window); hit_window_tstate is cleared per hit */
 	__u32 hit_status;
+	__u32 pad1;
 	__u64 hit_window_tstate, hit_thread_id, hit_frame, hit_interp;
 	/* Probe hits on this thread (a running count), and the block its
 	 * last allocation recorded, at which hit, with which number: the
@@ -280,12 +280,17 @@ struct thread_walk {
 };
 
 /* 3.12+: is this thread state the one its thread runs under now? */
+static __always_inline bool status_active(__u32 status)
+{
+	return (status >> (cfg.py.tstate_active_bit & 31)) & 1;
+}
+
 static __always_inline bool tstate_active(__u64 tstate)
 {
 	__u32 status = 0;
 
 	return !bpf_probe_read_user(&status, sizeof(status), (void *)(tstate + cfg.py.tstate_status)) &&
-	       ((status >> (cfg.py.tstate_active_bit & 31)) & 1);
+	       status_active(status);
 }
 
 /* One step over all interpreters' thread lists: pthread_self(), which
@@ -335,7 +340,7 @@ static __always_inline int read_tstate_window(struct tm_thread *t, __u64 tstate)
 	struct tm_scratch *s;
 	const __u8 *w;
 
-	if (t->hit_window_known && t->hit_window_tstate == tstate)
+	if (tstate && t->hit_window_tstate == tstate)
 		return 0;
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s || !tstate ||
@@ -350,7 +355,6 @@ static __always_inline int read_tstate_window(struct tm_thread *t, __u64 tstate)
 				? *(const __u32 *)(w + (cfg.py.tstate_window_status & (TM_TSTATE_WINDOW - 4)))
 				: 0;
 	t->hit_window_tstate = tstate;
-	t->hit_window_known = 1;
 	return 0;
 }
 
@@ -395,8 +399,7 @@ static __always_inline __u64 current_tstate(struct tm_thread *t)
 	}
 	/* the cached state is checked with the same read that gives its frame */
 	if (t->tstate_fsbase == w.fsbase && !read_tstate_window(t, t->tstate) && t->hit_thread_id == w.fsbase &&
-	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE ||
-	     ((t->hit_status >> (cfg.py.tstate_active_bit & 31)) & 1)))
+	    (cfg.py.tstate_status == ~0u || cfg.py.tss_tstate.mode != TM_TLS_NONE || status_active(t->hit_status)))
 		return t->tstate;
 
 	if (bpf_probe_read_user(&w.interp, sizeof(w.interp),
@@ -1427,7 +1430,7 @@ static __always_inline int on_probe(struct pt_regs *ctx)
 		return 0;
 	t->hit_tstate_known = 0;
 	t->hit_fsbase = task->thread.fsbase;
-	t->hit_window_known = 0;
+	t->hit_window_tstate = 0;
 	t->hits++;
 	if (site->role == TM_ROLE_RETURN)
 		return on_result(ctx, site, t, regs);

@@ -14,7 +14,7 @@
 #define TM_MAX_WALK 1024
 /* Most thread states examined to find the caller's (all interpreters). */
 #define TM_MAX_THREAD_WALK 8192
-/* Size of the scratch window read out of a frame or a code object. */
+/* Size of the scratch window read out of a frame, a code object or a thread state. */
 #define TM_FRAME_WINDOW 128
 #define TM_CODE_WINDOW 256
 #define TM_TSTATE_WINDOW 256
@@ -384,6 +384,7 @@ struct tm_pymalloc_layout {
 	 * obmalloc_used; 0: no prediction */
 	__u32 per_interp;
 	__u32 interp_obmalloc, obmalloc_used, interp_feature_flags;
+	__u32 pad;
 	__u64 use_main_obmalloc;
 };
 
