@@ -55,6 +55,7 @@ $(BUILD)/tmtrace: $(BUILD)/main.o $(TOOL_OBJS) $(BUILD)/libtmtrace.a
 
 include tests/unit/unit.mk
 include tests/fuzz/fuzz.mk
+include tests/bench/bench.mk
 
 deps:
 	scripts/install-deps.sh
@@ -62,7 +63,7 @@ deps:
 # The README's test command: set-up included, so it works on a fresh machine.
 test:
 	scripts/install-deps.sh
-	$(MAKE) all unit-test unit-test-asan fuzz-replay
+	$(MAKE) all bench unit-test unit-test-asan fuzz-replay
 	@if [ "$$CI" = true ] || [ -d "$${PYENV_ROOT:-$$HOME/.pyenv}/versions" ]; then \
 		$(PYTHON) scripts/gen-pyoffsets.py --check; \
 	else \
