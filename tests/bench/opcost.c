@@ -2,7 +2,7 @@
 /* opcost: what each piece of a uprobe program's work costs on this machine,
  * against the trap itself.
  *
- * usage: sudo build/bench/opcost [--rounds N] [--calls N] [--cpu N]
+ * usage: sudo build/bench/opcost [-r ROUNDS] [-c CALLS] [-p CPU] [-m LIVE_MAP_CAPACITY]
  *
  * Each of opcost.bpf.c's programs is attached in turn to probed_site() in
  * this very process, which then calls it 2N times (a block allocated and
