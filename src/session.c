@@ -203,6 +203,11 @@ static void print_attach_notes(struct session *s)
 /* --verbose, at exit: how often each site fired, busiest first. */
 static void print_site_hits(struct session *s)
 {
+	const struct tm_totals *t = loader_totals(s->loader);
+
+	fprintf(stderr, "tmtrace: %" PRIu64 " allocations and %" PRIu64 " frees recorded, %" PRIu64
+		" frees of blocks not traced\n", (uint64_t)t->allocs, (uint64_t)t->frees,
+		(uint64_t)t->untracked_frees);
 	for (int i = 0; i < s->plan.nsites; i++) {
 		uint64_t hits = 0;
 
