@@ -52,11 +52,13 @@ struct {
 /* Hook functions (addresses in the target) that have probes. */
 volatile __u64 hook_fns[TM_MAX_HOOKS] = {};
 
-/* Live blocks: address -> size, traceback. Sized from --max-blocks. */
+/* Live blocks: the live table (tmtrace.h). Sized from --max-blocks;
+ * userspace maps it to read it. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, __u64);
-	__type(value, struct tm_block);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct tm_live_slot);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 } live SEC(".maps");
 
@@ -760,50 +762,167 @@ static __always_inline void update_peak(__s64 current)
 	}
 }
 
+/* ---- the live table (tmtrace.h says how it works) ---------------------- */
+
+enum live_found {
+	LIVE_FOUND,   /* the block's slot, taken */
+	LIVE_CLAIMED, /* not there: a free slot on its way, taken for it */
+	LIVE_ABSENT,  /* not there, nothing taken */
+	LIVE_FULL,    /* not there, and no free slot within reach */
+	LIVE_BUSY,    /* there, but someone else holds it */
+};
+
+static __always_inline struct tm_live_slot *live_slot(__u32 home, __u32 i)
+{
+	__u32 idx = (home + i) & cfg.live_mask;
+
+	return bpf_map_lookup_elem(&live, &idx);
+}
+
+/* ptr's slot for a look at its value, not taken: the value may be in the
+ * middle of a change (only flags and seq are read this way, and only of a
+ * block this thread's own calls order). */
+static __always_inline struct tm_live_slot *live_peek(__u64 ptr)
+{
+	__u32 home = tm_live_home(ptr, cfg.live_mask);
+
+	if (!ptr)
+		return NULL;
+	for (__u32 i = 0; i < TM_LIVE_PROBES; i++) {
+		struct tm_live_slot *s = live_slot(home, i);
+		__u64 key;
+
+		if (!s)
+			return NULL;
+		key = *(volatile __u64 *)&s->key;
+		if ((key & ~TM_SLOT_BUSY) == ptr)
+			return s;
+		if (key == TM_SLOT_EMPTY)
+			return NULL;
+	}
+	return NULL;
+}
+
+/* Takes ptr's slot (its key becomes ptr | BUSY until live_give() puts a
+ * key back), or with `claim`, the first free slot on its way when ptr is
+ * not there. Nothing moves a key once stored, and a free slot is taken by
+ * compare-and-swap, so two CPUs never hold one slot; ptr itself is never
+ * inserted twice at once (an allocator hands an address out once). */
+static __always_inline struct tm_live_slot *live_take(__u64 ptr, bool claim, enum live_found *how)
+{
+	__u32 home = tm_live_home(ptr, cfg.live_mask);
+	struct tm_live_slot *free_slot = NULL;
+	__u64 free_key = 0;
+
+	*how = LIVE_ABSENT;
+	if (!ptr)
+		return NULL;
+	for (__u32 i = 0; i < TM_LIVE_PROBES; i++) {
+		struct tm_live_slot *s = live_slot(home, i);
+		__u64 key;
+
+		if (!s)
+			return NULL;
+		key = *(volatile __u64 *)&s->key;
+		if (key == ptr) {
+			key = __sync_val_compare_and_swap(&s->key, ptr, ptr | TM_SLOT_BUSY);
+			if (key == ptr) {
+				*how = LIVE_FOUND;
+				return s;
+			}
+			/* the sweep deleted it this instant (key now DELETED) */
+		}
+		if (key == (ptr | TM_SLOT_BUSY)) {
+			*how = LIVE_BUSY;
+			return NULL;
+		}
+		if ((key == TM_SLOT_EMPTY || key == TM_SLOT_DELETED) && !free_slot) {
+			free_slot = s;
+			free_key = key;
+		}
+		if (key == TM_SLOT_EMPTY)
+			break;
+	}
+	if (!claim)
+		return NULL;
+	if (!free_slot) {
+		*how = LIVE_FULL;
+		return NULL;
+	}
+	if (__sync_val_compare_and_swap(&free_slot->key, free_key, ptr | TM_SLOT_BUSY) != free_key) {
+		/* another CPU's block took it this instant */
+		*how = LIVE_BUSY;
+		return NULL;
+	}
+	*how = LIVE_CLAIMED;
+	return free_slot;
+}
+
+/* Gives a taken slot back with its new key: the value is written before
+ * (x86 keeps stores in order; the barrier keeps the compiler from moving
+ * them). */
+static __always_inline void live_give(struct tm_live_slot *s, __u64 key)
+{
+	asm volatile("" ::: "memory");
+	*(volatile __u64 *)&s->key = key;
+}
+
+/* Writes a block into a taken slot. Its seq is 0 while the other fields
+ * change, and written last: userspace, reading the slot without taking
+ * it, keeps a copy only if it saw the same non-zero seq before and after
+ * (the key alone cannot tell: a slot taken and given back with the same
+ * key looks unchanged). */
+static __always_inline void live_write(struct tm_live_slot *s, const struct tm_block *blk)
+{
+	*(volatile __u32 *)&s->blk.seq = 0;
+	asm volatile("" ::: "memory");
+	/* traceback_id too: the sweep's compare-and-swap covers it */
+	s->blk.traceback_id = blk->traceback_id;
+	s->blk.size = blk->size;
+	s->blk.domain = blk->domain;
+	s->blk.flags = blk->flags;
+	asm volatile("" ::: "memory");
+	*(volatile __u32 *)&s->blk.seq = blk->seq;
+}
+
 static __always_inline void forget_block(__u64 ptr)
 {
-	struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
+	enum live_found how;
+	struct tm_live_slot *s = live_take(ptr, false, &how);
 	struct tm_block old;
 
-	if (!b) {
-		__sync_fetch_and_add(&totals.untracked_frees, 1);
+	if (!s) {
+		if (how == LIVE_BUSY)
+			count_lost(TM_LOST_LIVE_BUSY);
+		else
+			__sync_fetch_and_add(&totals.untracked_frees, 1);
 		return;
 	}
-	old = *b;
-	if (bpf_map_delete_elem(&live, &ptr))
-		return;
+	old = s->blk;
+	live_give(s, TM_SLOT_DELETED);
 	stats_add(old.traceback_id, -(__s64)old.size, -1);
 	__sync_fetch_and_add(&totals.current, -(__s64)old.size);
 	__sync_fetch_and_add(&totals.frees, 1);
 }
 
-/* --lazy-frees: userspace removes blocks it found free in their pools, at
- * any moment, without the GIL that orders everything else done to a
- * block. So a value in the live map is never written in place (a write
- * into an element userspace just deleted would be lost, or land in the
- * element's next owner): it is replaced whole, or inserted, and whoever
- * removes a value subtracts it. Userspace puts back only a value it took
- * by mistake (a newer allocation than it had seen), which is the value
- * this update replaces then. */
+/* Stores a block, replacing (and taking off the totals) the one traced at
+ * that address before, as tracemalloc_add_trace() does. */
 static __always_inline bool store_block(__u64 ptr, const struct tm_block *blk)
 {
-	for (int i = 0; i < 3; i++) {
-		struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
-		struct tm_block old;
+	enum live_found how;
+	struct tm_live_slot *s = live_take(ptr, true, &how);
 
-		if (!b) {
-			if (!bpf_map_update_elem(&live, &ptr, blk, BPF_NOEXIST))
-				return true;
-			continue;
-		}
-		old = *b;
-		if (!bpf_map_update_elem(&live, &ptr, blk, BPF_EXIST)) {
-			stats_add(old.traceback_id, -(__s64)old.size, -1);
-			__sync_fetch_and_add(&totals.current, -(__s64)old.size);
-			return true;
-		}
+	if (!s) {
+		count_lost(how == LIVE_BUSY ? TM_LOST_LIVE_BUSY : TM_LOST_LIVE_FULL);
+		return false;
 	}
-	return false;
+	if (how == LIVE_FOUND) {
+		stats_add(s->blk.traceback_id, -(__s64)s->blk.size, -1);
+		__sync_fetch_and_add(&totals.current, -(__s64)s->blk.size);
+	}
+	live_write(s, blk);
+	live_give(s, ptr);
+	return true;
 }
 
 /* --lazy-frees: the allocation numbered seq, for the next sweep. */
@@ -826,32 +945,17 @@ static __always_inline void journal_add(__u64 ptr, __u32 size, __u32 seq)
 static __always_inline void record_block(struct tm_thread *t, __u64 ptr, __u64 size, __u32 flags)
 {
 	struct tm_block blk = { .size = size, .domain = 0, .flags = flags };
-	struct tm_block *old;
+	bool stored;
 
 	blk.traceback_id = current_traceback(t);
 	blk.seq = (__u32)__sync_fetch_and_add(&block_seq, 1) + 1;
-	if (cfg.lazy_frees) {
-		bool stored;
-
-		stored = store_block(ptr, &blk);
-		/* every number gets its slot, stored or not: a sweep reads
-		 * the journal in order and waits at a slot not yet written */
+	stored = store_block(ptr, &blk);
+	/* --lazy-frees: every number gets its slot, stored or not: a sweep
+	 * reads the journal in order and waits at a slot not yet written */
+	if (cfg.lazy_frees)
 		journal_add(ptr, stored && (flags & TM_BLOCK_PYMALLOC) && size <= 0xffff ? (__u32)size : 0, blk.seq);
-		if (!stored) {
-			count_lost(TM_LOST_LIVE_FULL);
-			return;
-		}
-	} else {
-		old = bpf_map_lookup_elem(&live, &ptr);
-		if (old) {
-			stats_add(old->traceback_id, -(__s64)old->size, -1);
-			__sync_fetch_and_add(&totals.current, -(__s64)old->size);
-			*old = blk;
-		} else if (bpf_map_update_elem(&live, &ptr, &blk, BPF_NOEXIST)) {
-			count_lost(TM_LOST_LIVE_FULL);
-			return;
-		}
-	}
+	if (!stored)
+		return;
 	stats_add(blk.traceback_id, size, 1);
 	t->fresh_ptr = ptr;
 	t->fresh_size = size;
@@ -878,29 +982,6 @@ static __always_inline void record_sample(struct tm_thread *t, __u64 block)
 		count_lost(TM_LOST_SAMPLES_FULL);
 }
 
-/* --lazy-frees: restamp() with the value replaced whole (store_block()
- * says why). A failed update means userspace took the value out meanwhile
- * and may be putting it back: look once more. */
-static __always_inline void restamp_whole(__u64 ptr, __u32 id)
-{
-	for (int i = 0; i < 2; i++) {
-		struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
-		struct tm_block moved;
-		__u32 from;
-
-		if (!b || b->traceback_id == id)
-			return;
-		moved = *b;
-		from = moved.traceback_id;
-		moved.traceback_id = id;
-		if (!bpf_map_update_elem(&live, &ptr, &moved, BPF_EXIST)) {
-			stats_add(from, -(__s64)moved.size, -1);
-			stats_add(id, (__s64)moved.size, 1);
-			return;
-		}
-	}
-}
-
 /* _PyTraceMalloc_NewReference(): the object's memory, if traced, takes the
  * current traceback. (Skipping the block this thread recorded last would
  * be wrong: `a = {}; del a; b = {}` reuses that very block from the free
@@ -908,7 +989,8 @@ static __always_inline void restamp_whole(__u64 ptr, __u32 id)
 static __always_inline void restamp(struct tm_thread *t, __u64 op)
 {
 	__u64 type = 0, flags = 0, ptr = op, fresh = t->fresh_ptr;
-	struct tm_block *b;
+	struct tm_live_slot *s;
+	enum live_found how;
 	__u32 id;
 
 	/* The first re-stamp after this thread's last allocation, at the
@@ -922,8 +1004,8 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 	 * created unprobed, died into a free list and be taken from it now. */
 	t->fresh_ptr = 0;
 	if (cfg.every_creation_probed && fresh && t->fresh_hit + 1 == t->hits && op - fresh < t->fresh_size) {
-		b = bpf_map_lookup_elem(&live, &fresh);
-		if (b && b->seq == t->fresh_seq)
+		s = live_peek(fresh);
+		if (s && s->blk.seq == t->fresh_seq)
 			return;
 	}
 	if (bpf_probe_read_user(&type, sizeof(type), (void *)(op + cfg.py.object_type)) ||
@@ -933,21 +1015,22 @@ static __always_inline void restamp(struct tm_thread *t, __u64 op)
 		ptr -= cfg.py.gc_header_size;
 	if (flags & cfg.py.preheader_flags)
 		ptr -= cfg.py.preheader_size;
-	b = bpf_map_lookup_elem(&live, &ptr);
-	if (!b)
+	if (!live_peek(ptr))
 		return;
 	id = current_traceback(t);
-	/* the block may have gone meanwhile: look again */
-	if (cfg.lazy_frees) {
-		restamp_whole(ptr, id);
+	/* the block may have gone meanwhile: take it now */
+	s = live_take(ptr, false, &how);
+	if (!s) {
+		if (how == LIVE_BUSY)
+			count_lost(TM_LOST_LIVE_BUSY);
 		return;
 	}
-	b = bpf_map_lookup_elem(&live, &ptr);
-	if (!b || b->traceback_id == id)
-		return;
-	stats_add(b->traceback_id, -(__s64)b->size, -1);
-	stats_add(id, (__s64)b->size, 1);
-	b->traceback_id = id;
+	if (s->blk.traceback_id != id) {
+		stats_add(s->blk.traceback_id, -(__s64)s->blk.size, -1);
+		stats_add(id, (__s64)s->blk.size, 1);
+		s->blk.traceback_id = id;
+	}
+	live_give(s, ptr);
 }
 
 /* PyTraceMalloc_Track(): tracemalloc_add_trace() in that domain. */
@@ -1185,12 +1268,12 @@ static __always_inline __u64 predict_block(struct tm_thread *t, __u64 size, bool
  * the peak never counts both, as tracemalloc_realloc() removes it first. */
 static __always_inline void realloc_in_place(struct tm_thread *t, __u64 ptr, __u64 nbytes)
 {
-	struct tm_block *b = bpf_map_lookup_elem(&live, &ptr);
+	struct tm_live_slot *s = live_peek(ptr);
 	__u64 pool = ptr & ~((__u64)cfg.pymalloc.pool_size - 1);
 	__u32 szidx = 0;
 	__u64 size;
 
-	if (!b || !(b->flags & TM_BLOCK_PYMALLOC))
+	if (!s || !(s->blk.flags & TM_BLOCK_PYMALLOC))
 		return; /* not pymalloc's, or traced before tmtrace: the nested calls tell */
 	if (bpf_probe_read_user(&szidx, sizeof(szidx), (void *)(pool + offsetof(struct tm_pool_head, szidx)))) {
 		count_lost(TM_LOST_POOL_UNREADABLE);
@@ -1212,13 +1295,13 @@ static __always_inline void realloc_in_place(struct tm_thread *t, __u64 ptr, __u
 static __always_inline __u32 result_flags(const struct tm_site *entry_site, const struct tm_pending *call,
 					  __u64 size)
 {
-	struct tm_block *old;
+	struct tm_live_slot *old;
 
 	if (entry_site->family != TM_FAMILY_PYMALLOC || size - 1 >= cfg.pymalloc.small_threshold)
 		return 0;
 	if (entry_site->kind == TM_CALL_REALLOC && call->a) {
-		old = bpf_map_lookup_elem(&live, &call->a);
-		if (old && !(old->flags & TM_BLOCK_PYMALLOC))
+		old = live_peek(call->a);
+		if (old && !(old->blk.flags & TM_BLOCK_PYMALLOC))
 			return 0;
 	}
 	return TM_BLOCK_PYMALLOC;

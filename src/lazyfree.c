@@ -288,6 +288,7 @@ int lazyfree_sweep(struct lazyfree *lf, struct loader *l, pid_t pid, struct lazy
 	}
 	for (uint32_t p = 0; !err && p < lf->npools; p++)
 		err = sweep_pool(lf, l, pid, &lf->pools[p], out);
+	loader_release_live(l);
 	if (err == -ESRCH)
 		err = 0;
 	/* pools with nothing left go; the index is rebuilt for the rest */

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,21 @@
 /* site map room for the modules loaded after attaching */
 #define LATE_MODULE_SITES 1024
 
+/* A walk over the live table maps it a window at a time: the pages of a
+ * mapping count in tmtrace's RSS (all of them at once: the kernel maps a
+ * BPF array's pages when it is mapped), and the whole table of a million
+ * blocks is 64 MiB of kernel memory already counted once. --lazy-frees'
+ * sweep, which forgets blocks all over the table, maps it whole while it
+ * runs (a window per block forgotten made a sweep ten times slower). */
+#define LIVE_WINDOW_SLOTS 32768 /* 1 MiB */
+#define LIVE_WINDOWS 8
+
+struct live_window {
+	uint64_t number; /* first slot / LIVE_WINDOW_SLOTS */
+	struct tm_live_slot *map;
+	size_t len;
+};
+
 struct loader {
 	struct tmtrace_bpf *skel;
 	bool multi;               /* uprobe_multi links (kernel 6.6+) */
@@ -38,6 +54,9 @@ struct loader {
 	uint32_t nframe;
 	uint32_t max_tracebacks;
 	uint64_t max_blocks;
+	uint64_t live_slots; /* the live table's, a power of two */
+	struct live_window live_windows[LIVE_WINDOWS]; /* loader_live_slot() */
+	struct tm_live_slot *live_all; /* --lazy-frees: the whole table, during a sweep */
 	uint64_t max_samples;     /* --sample's pool_samples capacity; 0: exact mode */
 	uint32_t ncpus;           /* possible CPUs: one code-event slot each */
 	size_t key_size;
@@ -240,6 +259,10 @@ _Static_assert(offsetof(struct tm_pool_head, nextpool) == POOL_NEXTPOOL, "pool_h
 _Static_assert(offsetof(struct tm_pool_head, prevpool) == POOL_PREVPOOL, "pool_header.prevpool");
 _Static_assert(offsetof(struct tm_pool_head, szidx) == POOL_SZIDX, "pool_header.szidx");
 _Static_assert(PYMALLOC_SIZE_CLASSES <= TM_SIZE_CLASSES, "size classes");
+/* loader_forget_freed() swaps key, seq and traceback_id as one 16 bytes */
+_Static_assert(offsetof(struct tm_live_slot, blk.seq) == 8 && offsetof(struct tm_live_slot, blk.traceback_id) == 12 &&
+		       sizeof(struct tm_live_slot) % 16 == 0,
+	       "live slot layout");
 
 int loader_open(const struct py_target *t, const struct probe_plan *plan, const struct loader_options *opt,
 		struct loader **out, char *why, size_t whylen)
@@ -329,7 +352,12 @@ int loader_open(const struct py_target *t, const struct probe_plan *plan, const 
 	if (l->multi)
 		bpf_program__set_expected_attach_type(l->skel->progs.tm_probe, TM_BPF_TRACE_UPROBE_MULTI);
 
-	bpf_map__set_max_entries(l->skel->maps.live, (uint32_t)opt->max_blocks);
+	/* twice the slots of blocks, so probe sequences stay short */
+	l->live_slots = 1024;
+	while (l->live_slots < 2 * opt->max_blocks)
+		l->live_slots <<= 1;
+	cfg->live_mask = (uint32_t)(l->live_slots - 1);
+	bpf_map__set_max_entries(l->skel->maps.live, (uint32_t)l->live_slots);
 	bpf_map__set_key_size(l->skel->maps.traceback_ids, (uint32_t)l->key_size);
 	bpf_map__set_max_entries(l->skel->maps.traceback_ids, opt->max_tracebacks);
 	bpf_map__set_max_entries(l->skel->maps.traceback_stats, opt->max_tracebacks);
@@ -583,6 +611,7 @@ void loader_close(struct loader *l)
 		munmap(l->stats, l->stats_len);
 	if (l->journal)
 		munmap((void *)l->journal, journal_len(l));
+	loader_release_live(l);
 	tmtrace_bpf__destroy(l->skel);
 	free(l);
 }
@@ -594,16 +623,14 @@ int loader_probe_count(const struct loader *l)
 
 uint64_t loader_map_memory(const struct loader *l)
 {
-	/* A preallocated hash map element: a header of about 48 bytes (hash
-	 * node, hash, lock-free list) plus key and value rounded to 8, and an
-	 * 8-byte bucket per entry rounded up to a power of two. */
+	/* The live table: its slots. A preallocated hash map element (the
+	 * tracebacks'): a header of about 48 bytes (hash node, hash,
+	 * lock-free list) plus key and value rounded to 8, and an 8-byte
+	 * bucket per entry rounded up to a power of two. */
 	uint64_t buckets = 1;
 	uint64_t live, ids, stats;
 
-	while (buckets < l->max_blocks)
-		buckets <<= 1;
-	live = l->max_blocks * (48 + 8 + sizeof(struct tm_block)) + buckets * 8;
-	buckets = 1;
+	live = l->live_slots * sizeof(struct tm_live_slot);
 	while (buckets < l->max_tracebacks)
 		buckets <<= 1;
 	ids = (uint64_t)l->max_tracebacks * (48 + ((l->key_size + 7) & ~7ULL) + 8) + buckets * 8;
@@ -731,62 +758,201 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx)
 	return 0;
 }
 
-int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
+/* A slot's key when it holds a block whose value is whole (a held slot is
+ * in the middle of a change: its block is not reported this time). */
+static bool slot_holds_block(uint64_t key)
 {
-	enum { BATCH = 8192 };
-	int fd = bpf_map__fd(l->skel->maps.live);
-	uint64_t *keys = malloc(BATCH * sizeof(*keys));
-	struct tm_block *values = malloc(BATCH * sizeof(*values));
-	uint64_t in = 0, out = 0;
-	bool first = true, done = false;
+	return key != TM_SLOT_EMPTY && !(key & TM_SLOT_BUSY);
+}
+
+/* Slot idx of the live table, through the window that holds it (mapped
+ * now if it is not; NULL if it cannot be). */
+static struct tm_live_slot *loader_live_slot(struct loader *l, uint64_t idx)
+{
+	uint64_t number = idx / LIVE_WINDOW_SLOTS;
+	struct live_window *w = &l->live_windows[number % LIVE_WINDOWS];
+
+	if (l->live_all)
+		return &l->live_all[idx];
+	if (!w->map || w->number != number) {
+		uint64_t first = number * LIVE_WINDOW_SLOTS;
+		size_t len = (l->live_slots - first < LIVE_WINDOW_SLOTS ? l->live_slots - first : LIVE_WINDOW_SLOTS) *
+			     sizeof(struct tm_live_slot);
+		void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(l->skel->maps.live),
+			       (off_t)(first * sizeof(struct tm_live_slot)));
+
+		if (m == MAP_FAILED)
+			return NULL;
+		if (w->map)
+			munmap(w->map, w->len);
+		w->map = m;
+		w->len = len;
+		w->number = number;
+	}
+	return &w->map[idx % LIVE_WINDOW_SLOTS];
+}
+
+/* Reads the live table a window at a time, handing its slots to fn(ctx,
+ * first index, slots, count), each slot either a whole block or emptied.
+ * Slots are read without taking them: BPF's live_write() says why seq is
+ * read around the copy. */
+static int each_live_batch(struct loader *l, int (*fn)(void *ctx, uint32_t first, struct tm_live_slot *slots,
+						     uint32_t count),
+			   void *ctx)
+{
+	struct tm_live_slot *copy = malloc(LIVE_WINDOW_SLOTS * sizeof(*copy));
 	int err = 0;
 
-	if (!keys || !values) {
-		free(keys);
-		free(values);
+	if (!copy)
 		return -ENOMEM;
-	}
-	/* one syscall per BATCH blocks rather than two per block */
-	while (!done && !err) {
-		__u32 count = BATCH;
-		int r = bpf_map_lookup_batch(fd, first ? NULL : &in, &out, keys, values, &count, NULL);
+	for (uint64_t first = 0; first < l->live_slots && !err; first += LIVE_WINDOW_SLOTS) {
+		const struct tm_live_slot *table = loader_live_slot(l, first);
+		uint32_t n = 0;
 
-		if (r && errno != ENOENT) {
+		if (!table) {
 			err = -errno;
 			break;
 		}
-		done = r != 0;
-		for (__u32 i = 0; i < count && !err; i++)
-			err = fn(ctx, keys[i], &values[i]);
-		in = out;
-		first = false;
+		for (uint64_t i = 0; i < LIVE_WINDOW_SLOTS && first + i < l->live_slots; i++) {
+			const struct tm_live_slot *s = &table[i];
+			uint64_t key = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+			bool whole = false;
+
+			for (int tries = 0; slot_holds_block(key) && !whole && tries < 100; tries++) {
+				uint32_t seq = __atomic_load_n(&s->blk.seq, __ATOMIC_ACQUIRE);
+				uint64_t again;
+
+				copy[n].blk = s->blk;
+				__atomic_thread_fence(__ATOMIC_ACQUIRE);
+				whole = seq && __atomic_load_n(&s->blk.seq, __ATOMIC_RELAXED) == seq &&
+					copy[n].blk.seq == seq;
+				again = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+				if (again != key) {
+					whole = false;
+					key = again;
+				}
+			}
+			copy[n].key = whole ? key : TM_SLOT_EMPTY;
+			n++;
+		}
+		err = fn(ctx, (uint32_t)first, copy, n);
 	}
-	free(keys);
-	free(values);
+	free(copy);
+	if (!l->live_all)
+		loader_release_live(l);
+	return err;
+}
+
+struct block_walk {
+	loader_block_fn fn;
+	void *ctx;
+};
+
+static int each_block_in_batch(void *ctx, uint32_t first, struct tm_live_slot *slots, uint32_t count)
+{
+	struct block_walk *w = ctx;
+
+	(void)first;
+	for (uint32_t i = 0; i < count; i++) {
+		int err;
+
+		if (!slot_holds_block(slots[i].key))
+			continue;
+		err = w->fn(w->ctx, slots[i].key, &slots[i].blk);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx)
+{
+	struct block_walk w = { fn, ctx };
+	int err = each_live_batch(l, each_block_in_batch, &w);
+
 	return err ? err : loader_each_tracked(l, fn, ctx);
+}
+
+/* Compares the 16 bytes at p with (lo, hi) and, if equal, stores (new_lo,
+ * new_hi), atomically (x86-64's lock cmpxchg16b; p 16-byte aligned). */
+static bool cas16(void *p, uint64_t lo, uint64_t hi, uint64_t new_lo, uint64_t new_hi)
+{
+	bool ok;
+
+	__asm__ __volatile__("lock cmpxchg16b %1\n\tsete %0"
+			     : "=q"(ok), "+m"(*(volatile __int128 *)p), "+a"(lo), "+d"(hi)
+			     : "b"(new_lo), "c"(new_hi)
+			     : "memory", "cc");
+	return ok;
 }
 
 int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq)
 {
-	int fd = bpf_map__fd(l->skel->maps.live);
 	struct tm_totals *tot = &l->skel->bss->totals;
-	struct tm_block gone;
+	uint32_t mask = (uint32_t)(l->live_slots - 1), home = tm_live_home(ptr, mask);
 
-	if (bpf_map_lookup_and_delete_elem(fd, &ptr, &gone))
-		return 0; /* freed through a probe meanwhile (a realloc) */
-	/* A newer allocation than the one found free: put it back, unless
-	 * BPF stored a newer one still (which subtracted nothing of this) */
-	if (gone.seq != seq && !bpf_map_update_elem(fd, &ptr, &gone, BPF_NOEXIST))
-		return 0;
-	if (gone.traceback_id < l->max_tracebacks) {
-		struct tm_traceback_stats *st = &l->stats[gone.traceback_id];
+	if (!l->live_all) {
+		void *m = mmap(NULL, l->live_slots * sizeof(struct tm_live_slot), PROT_READ | PROT_WRITE, MAP_SHARED,
+			       bpf_map__fd(l->skel->maps.live), 0);
 
-		__atomic_fetch_sub(&st->size, (int64_t)gone.size, __ATOMIC_RELAXED);
-		__atomic_fetch_sub(&st->count, 1, __ATOMIC_RELAXED);
+		if (m == MAP_FAILED)
+			return -errno;
+		loader_release_live(l);
+		l->live_all = m;
 	}
-	__atomic_fetch_sub(&tot->current, (int64_t)gone.size, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&tot->frees, 1, __ATOMIC_RELAXED);
-	return gone.seq == seq;
+	for (uint32_t i = 0; i < TM_LIVE_PROBES; i++) {
+		struct tm_live_slot *s = loader_live_slot(l, (home + i) & mask);
+
+		if (!s)
+			return -errno;
+		/* a probe holding the slot, or changing it meanwhile, makes
+		 * the swap fail: look again */
+		for (int tries = 0; tries < 1000; tries++) {
+			uint64_t key = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+			uint64_t hi, size;
+			uint32_t traceback_id;
+
+			if (key == TM_SLOT_EMPTY)
+				return 0;
+			if ((key & ~TM_SLOT_BUSY) != ptr)
+				break; /* another block's slot: on along the sequence */
+			if (key & TM_SLOT_BUSY) {
+				sched_yield();
+				continue;
+			}
+			hi = __atomic_load_n((uint64_t *)&s->blk.seq, __ATOMIC_ACQUIRE);
+			if ((uint32_t)hi != seq)
+				return 0; /* a newer allocation took the address */
+			traceback_id = (uint32_t)(hi >> 32);
+			size = __atomic_load_n(&s->blk.size, __ATOMIC_ACQUIRE);
+			if (!cas16(s, key, hi, TM_SLOT_DELETED, hi))
+				continue;
+			if (traceback_id < l->max_tracebacks) {
+				struct tm_traceback_stats *st = &l->stats[traceback_id];
+
+				__atomic_fetch_sub(&st->size, (int64_t)size, __ATOMIC_RELAXED);
+				__atomic_fetch_sub(&st->count, 1, __ATOMIC_RELAXED);
+			}
+			__atomic_fetch_sub(&tot->current, (int64_t)size, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&tot->frees, 1, __ATOMIC_RELAXED);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void loader_release_live(struct loader *l)
+{
+	for (int i = 0; i < LIVE_WINDOWS; i++) {
+		struct live_window *w = &l->live_windows[i];
+
+		if (w->map)
+			munmap(w->map, w->len);
+		w->map = NULL;
+	}
+	if (l->live_all)
+		munmap(l->live_all, l->live_slots * sizeof(struct tm_live_slot));
+	l->live_all = NULL;
 }
 
 int loader_each_sample(struct loader *l, loader_sample_fn fn, void *ctx)
@@ -859,23 +1025,33 @@ void loader_reset_peak(struct loader *l)
 	__atomic_store_n(&t->peak, __atomic_load_n(&t->current, __ATOMIC_RELAXED), __ATOMIC_RELAXED);
 }
 
+/* Marks every slot that holds a block deleted (a slot taken meanwhile by
+ * a probe hit that began before `armed` dropped keeps what it writes, as a
+ * hash map's element inserted after the delete did). */
+static int clear_batch(void *ctx, uint32_t first, struct tm_live_slot *slots, uint32_t count)
+{
+	struct loader *l = ctx;
+	int fd = bpf_map__fd(l->skel->maps.live);
+	const struct tm_live_slot deleted = { .key = TM_SLOT_DELETED };
+
+	for (uint32_t i = 0; i < count; i++) {
+		uint32_t idx = first + i;
+
+		if (slot_holds_block(slots[i].key) && bpf_map_update_elem(fd, &idx, &deleted, BPF_ANY))
+			return -errno;
+	}
+	return 0;
+}
+
 int loader_clear(struct loader *l)
 {
-	int fd = bpf_map__fd(l->skel->maps.live);
 	struct tm_totals *t = &l->skel->bss->totals;
-	uint64_t key, next;
-	int err = 0;
+	int fd, err;
 
 	/* Not recording while clearing: what is allocated meanwhile is not
 	 * traced, as with a clear_traces() that takes tracemalloc's lock. */
 	__atomic_store_n(&l->skel->bss->armed, 0, __ATOMIC_SEQ_CST);
-	while (bpf_map_get_next_key(fd, NULL, &next) == 0) {
-		key = next;
-		if (bpf_map_delete_elem(fd, &key) && errno != ENOENT) {
-			err = -errno;
-			break;
-		}
-	}
+	err = each_live_batch(l, clear_batch, l);
 	fd = bpf_map__fd(l->skel->maps.tracked);
 	while (!err) {
 		struct tm_tracked_key tk;

@@ -68,6 +68,9 @@ int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
  * traceback's totals, unless a newer allocation took its place meanwhile.
  * 1 if it went. */
 int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq);
+/* Ends a sweep's forgetting: unmaps the live table loader_forget_freed()
+ * mapped (its pages would count in tmtrace's RSS). */
+void loader_release_live(struct loader *l);
 /* --lazy-frees: the journal (mmapped, read-only) and its size; NULL and 0
  * in other modes. Allocation number n (1-based, 32 bits kept) is at slot
  * n & (entries - 1). */

@@ -10,7 +10,7 @@ from harness import (Tmtrace, Workload, WORKLOADS, check, find_python, require_r
 
 LOST_COUNTERS = {"live_map_full", "traceback_map_full", "unreadable_frames", "lost_events",
                  "nesting_overflow", "abandoned_calls", "unreadable_pools", "unprobed_hook_calls",
-                 "code_generations_full", "sample_map_full", "unresolved_frames"}
+                 "code_generations_full", "sample_map_full", "live_slot_busy", "unresolved_frames"}
 
 
 def sort_key(stat):

@@ -29,6 +29,7 @@ struct loader {
 	int whole_reads;
 	int forgets;           /* calls */
 	uint32_t forgot_seq;   /* the last call's number */
+	int releases;          /* loader_release_live() calls: one per sweep */
 };
 
 static struct loader L;
@@ -83,6 +84,11 @@ int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq)
 	return 1;
 }
 
+void loader_release_live(struct loader *l)
+{
+	l->releases++;
+}
+
 /* What BPF's record_block() does in this mode: number the allocation,
  * store it (replacing any block at that address), and journal it unless
  * the test holds the slot back (a program still running). */
@@ -110,8 +116,11 @@ static void write_slot(uint32_t seq, uint32_t index)
 static struct lazyfree_sweep sweep(struct lazyfree *lf)
 {
 	struct lazyfree_sweep sw;
+	int releases = L.releases;
 
 	CU_ASSERT_EQUAL(lazyfree_sweep(lf, &L, getpid(), &sw), 0);
+	/* the live table's mapping goes after every sweep */
+	CU_ASSERT_EQUAL(L.releases, releases + 1);
 	return sw;
 }
 
