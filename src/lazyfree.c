@@ -263,10 +263,13 @@ static int sweep_pool(struct lazyfree *lf, struct loader *l, pid_t pid, struct t
 			tp->blocks[kept++] = *b;
 			continue;
 		}
-		/* gone from the map either way: taken now, freed through a
-		 * probe, or replaced by a newer allocation that the journal
-		 * brings */
-		out->freed += loader_forget_freed(l, tp->address + b->offset, b->seq) > 0;
+		/* gone from the map either way: taken at the sweep's end,
+		 * freed through a probe, or replaced by a newer allocation
+		 * that the journal brings */
+		r = loader_forget_freed(l, tp->address + b->offset, b->seq);
+		if (r < 0)
+			return r;
+		out->freed += (uint64_t)r;
 	}
 	tp->n = tp->merged = kept;
 	return 0;
@@ -276,6 +279,7 @@ int lazyfree_sweep(struct lazyfree *lf, struct loader *l, pid_t pid, struct lazy
 {
 	uint64_t numbered = loader_allocations_numbered(l);
 	uint32_t entries, live = 0;
+	int64_t gone;
 	int err = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -288,7 +292,12 @@ int lazyfree_sweep(struct lazyfree *lf, struct loader *l, pid_t pid, struct lazy
 	}
 	for (uint32_t p = 0; !err && p < lf->npools; p++)
 		err = sweep_pool(lf, l, pid, &lf->pools[p], out);
-	loader_release_live(l);
+	/* the blocks found free, queued by sweep_pool(), go now */
+	gone = loader_forget_queued(l);
+	if (gone > 0)
+		out->freed += (uint64_t)gone;
+	else if (gone < 0 && !err)
+		err = (int)gone;
 	if (err == -ESRCH)
 		err = 0;
 	/* pools with nothing left go; the index is rebuilt for the rest */

@@ -64,13 +64,13 @@ int loader_each_traceback(struct loader *l, loader_traceback_fn fn, void *ctx);
 typedef int (*loader_block_fn)(void *ctx, uint64_t address, const struct tm_block *b);
 int loader_each_block(struct loader *l, loader_block_fn fn, void *ctx);
 /* --lazy-frees: the pymalloc block at `ptr`, put there by allocation
- * number `seq` and since found free in its pool, leaves the map and its
- * traceback's totals, unless a newer allocation took its place meanwhile.
- * 1 if it went. */
+ * number `seq` and since found free in its pool, is to leave the live
+ * table and its traceback's totals, unless a newer allocation took its
+ * place meanwhile. Queued: 0 (or -ENOMEM); loader_forget_queued() does it. */
 int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq);
-/* Ends a sweep's forgetting: unmaps the live table loader_forget_freed()
- * mapped (its pages would count in tmtrace's RSS). */
-void loader_release_live(struct loader *l);
+/* Forgets the queued blocks, in the table's order (a window of it mapped at
+ * a time); how many went, or a negative errno. */
+int64_t loader_forget_queued(struct loader *l);
 /* --lazy-frees: the journal (mmapped, read-only) and its size; NULL and 0
  * in other modes. Allocation number n (1-based, 32 bits kept) is at slot
  * n & (entries - 1). */
