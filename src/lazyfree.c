@@ -21,8 +21,8 @@ struct tracked_pool {
 
 /* The pymalloc blocks of the live map, kept pool by pool between sweeps, so
  * that a sweep reads only the journal of allocations since the last one
- * and the pools, not the whole live map (which the kernel reads a bucket
- * at a time: 0.25 s for a million blocks). */
+ * and the pools, not the whole live table (64 MiB for a million blocks of
+ * capacity, however few are live). */
 struct lazyfree {
 	uint32_t pool_size;
 	struct tracked_pool *pools;
