@@ -157,6 +157,29 @@ static double median(const double *v, int n)
 	return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/* The BPF object opened and loaded, with or without its sleepable program;
+ * NULL and *err set if either step fails. */
+static struct opcost_bpf *open_and_load(unsigned long capacity, bool sleepable, int *err)
+{
+	struct opcost_bpf *skel = opcost_bpf__open();
+
+	if (!skel) {
+		*err = -errno;
+		return NULL;
+	}
+	skel->rodata->target_tgid = getpid();
+	if (capacity)
+		bpf_map__set_max_entries(skel->maps.live, capacity);
+	if (!sleepable)
+		bpf_program__set_autoload(skel->progs.chain4_sleepable, false);
+	*err = opcost_bpf__load(skel);
+	if (*err) {
+		opcost_bpf__destroy(skel);
+		return NULL;
+	}
+	return skel;
+}
+
 int main(int argc, char **argv)
 {
 	unsigned long calls = 200000, base = 0, capacity = 0;
@@ -199,30 +222,13 @@ int main(int argc, char **argv)
 	for (i = 0; i < 4; i++)
 		chain[i].next = &chain[i + 1];
 
-	skel = opcost_bpf__open();
+	/* a kernel without sleepable uprobes: the rest still measures */
+	skel = open_and_load(capacity, true, &err);
+	if (!skel)
+		skel = open_and_load(capacity, false, &err);
 	if (!skel) {
-		fprintf(stderr, "opcost: opening the BPF object: %s\n", strerror(errno));
+		fprintf(stderr, "opcost: loading the BPF programs: %s\n", strerror(-err));
 		return 1;
-	}
-	skel->rodata->target_tgid = getpid();
-	if (capacity)
-		bpf_map__set_max_entries(skel->maps.live, capacity);
-	err = opcost_bpf__load(skel);
-	if (err) {
-		/* a kernel without sleepable uprobes: the rest still measures */
-		opcost_bpf__destroy(skel);
-		skel = opcost_bpf__open();
-		if (!skel)
-			return 1;
-		skel->rodata->target_tgid = getpid();
-		if (capacity)
-			bpf_map__set_max_entries(skel->maps.live, capacity);
-		bpf_program__set_autoload(skel->progs.chain4_sleepable, false);
-		err = opcost_bpf__load(skel);
-		if (err) {
-			fprintf(stderr, "opcost: loading the BPF programs: %s\n", strerror(-err));
-			return 1;
-		}
 	}
 
 	struct variant variants[] = {
