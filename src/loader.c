@@ -271,7 +271,7 @@ _Static_assert(offsetof(struct tm_pool_head, nextpool) == POOL_NEXTPOOL, "pool_h
 _Static_assert(offsetof(struct tm_pool_head, prevpool) == POOL_PREVPOOL, "pool_header.prevpool");
 _Static_assert(offsetof(struct tm_pool_head, szidx) == POOL_SZIDX, "pool_header.szidx");
 _Static_assert(PYMALLOC_SIZE_CLASSES <= TM_SIZE_CLASSES, "size classes");
-/* loader_forget_freed() swaps key, seq and traceback_id as one 16 bytes */
+/* forget_one() swaps key, seq and traceback_id as one 16 bytes */
 _Static_assert(offsetof(struct tm_live_slot, blk.seq) == 8 && offsetof(struct tm_live_slot, blk.traceback_id) == 12 &&
 		       sizeof(struct tm_live_slot) % 16 == 0,
 	       "live slot layout");

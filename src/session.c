@@ -200,14 +200,20 @@ static void print_attach_notes(struct session *s)
 	}
 }
 
-/* --verbose, at exit: how often each site fired, busiest first. */
-static void print_site_hits(struct session *s)
+/* --verbose, at exit: what BPF counted, frees of blocks it never saw
+ * included (a free that finds no block is how a live-table fault shows). */
+static void print_totals(struct session *s)
 {
 	const struct tm_totals *t = loader_totals(s->loader);
 
 	fprintf(stderr, "tmtrace: %" PRIu64 " allocations and %" PRIu64 " frees recorded, %" PRIu64
 		" frees of blocks not traced\n", (uint64_t)t->allocs, (uint64_t)t->frees,
 		(uint64_t)t->untracked_frees);
+}
+
+/* --verbose, at exit: how often each site fired, busiest first. */
+static void print_site_hits(struct session *s)
+{
 	for (int i = 0; i < s->plan.nsites; i++) {
 		uint64_t hits = 0;
 
@@ -921,8 +927,10 @@ int session_run(const struct session_options *opt)
 	print_attach_notes(s);
 	err = event_loop(s);
 	code = err ? fail(s, err) : 0;
-	if (opt->verbose)
+	if (opt->verbose) {
+		print_totals(s);
 		print_site_hits(s);
+	}
 out:
 	loader_close(s->loader);
 	lazyfree_free(s->lazy);
