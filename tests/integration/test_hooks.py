@@ -50,7 +50,11 @@ def counted_window(mine, theirs, lost, skip=()):
     any size. So: every line over 16 KiB or 100 blocks within 1% in bytes
     and blocks, or else off by blocks that the counted calls account for
     (their sum over the file at most unprobed_hook_calls), and the file's
-    total within 1%."""
+    total within 1%. The window's length is how soon tmtrace gets a CPU
+    after the probe on PyMem_SetAllocator() wakes it: 55-240 counted calls
+    on an idle machine, 1499 in a CI run on a loaded one (723 blocks moved,
+    5% of the file's). Its cap, a fifth of the file's blocks, is there to
+    catch a hook that is never probed."""
     problems, moved = [], 0
     for line, (size, count) in theirs.items():
         if line in skip or (size < MIN_SIZE and count < MIN_COUNT):
@@ -63,7 +67,7 @@ def counted_window(mine, theirs, lost, skip=()):
                             "with no block moved" % (line, got[0], got[1], size, count))
         moved += abs(got[1] - count)
     unprobed = lost.get("unprobed_hook_calls", 0)
-    if moved > unprobed or moved > 0.05 * sum(c for _, c in theirs.values()):
+    if moved > unprobed or moved > 0.2 * sum(c for _, c in theirs.values()):
         problems.append("%d blocks moved from tracemalloc's lines, %d calls through the unprobed hook counted"
                         % (moved, unprobed))
     a, b = file_total(mine, skip), file_total(theirs, skip)
