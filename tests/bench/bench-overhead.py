@@ -18,20 +18,21 @@ Configurations, interleaved per round:
   floor         tmtrace's probes, every one running an empty BPF program
                 (TMTRACE_EMPTY_PROBES=1): the cost of the traps alone
   tmt1, tmt25   tmtrace attached from outside, -n 1 or -n 25
-  smp1          tmtrace --sample -n 1: raw domain exact, pymalloc estimated
-                from pool refills
+  smp1, smp25   tmtrace --sample -n 1 or -n 25: raw domain exact, pymalloc
+                estimated from pool refills
   sfloor        the floor of --sample's probes (the raw domain's calls and
                 pool refills): what --sample cannot go below
   lfloor        the floor of --lazy-frees' probes (pymalloc's frees unprobed)
-  lzy1          tmtrace --lazy-frees -n 1: pymalloc's frees found in the
-                pools at each report (-i 1 here, so that the sweeps count)
+  lzy1, lzy25   tmtrace --lazy-frees -n 1 or -n 25: pymalloc's frees found
+                in the pools at each report (-i 1 here, so that the sweeps
+                count)
 
 For each it prints the median time and the slowdown against `none`; for
 tmtrace runs also tmtrace's own CPU time, its peak RSS, and the kernel
 memory its maps take per live block; and `added/floor`: the time tmtrace
 adds over no tracing, divided by the time the empty probes add (1.0 means
-the BPF program costs nothing beyond its traps; lzy1 against lfloor, smp1
-against sfloor).
+the BPF program costs nothing beyond its traps; lzy* against lfloor, smp*
+against sfloor: a floor's program is empty whatever -n).
 
 --tmtrace (repeatable) runs every tmtrace configuration with each build
 given, a copy of an older commit say, interleaved in every round: the
@@ -47,10 +48,14 @@ import sys
 
 from driver import TMTRACE, WORKLOADS, attach, finish, go, seconds_of, start_workload
 
-CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor"]
-TRACED = ("floor", "tmt1", "tmt25", "smp1", "lfloor", "lzy1", "sfloor")
+CONFIGS = ["none", "tm1", "tm25", "floor", "tmt1", "tmt25", "smp1", "smp25", "lfloor", "lzy1", "lzy25",
+           "sfloor"]
+TRACED = ("floor", "tmt1", "tmt25", "smp1", "smp25", "lfloor", "lzy1", "lzy25", "sfloor")
 # each traced configuration's floor: the same plan's probes, empty
-FLOOR_OF = {"tmt1": "floor", "tmt25": "floor", "lzy1": "lfloor", "smp1": "sfloor"}
+FLOOR_OF = {"tmt1": "floor", "tmt25": "floor", "lzy1": "lfloor", "lzy25": "lfloor", "smp1": "sfloor",
+            "smp25": "sfloor"}
+# the mode's options of each traced configuration
+MODE_OF = {"smp": ["--sample"], "sfl": ["--sample"], "lfl": ["--lazy-frees"], "lzy": ["--lazy-frees"]}
 
 
 def default_pythons():
@@ -84,11 +89,10 @@ def run_once(python, workload, config, tmtrace=TMTRACE):
         tenv = dict(os.environ)
         if config in ("floor", "lfloor", "sfloor"):
             tenv["TMTRACE_EMPTY_PROBES"] = "1"
-        nframe = "25" if config == "tmt25" else "1"
-        mode = {"smp1": ["--sample"], "sfloor": ["--sample"], "lfloor": ["--lazy-frees"],
-                "lzy1": ["--lazy-frees"]}.get(config, [])
+        nframe = "25" if config.endswith("25") else "1"
+        mode = MODE_OF.get(config[:3], [])
         # a report every second under --lazy-frees: its sweeps are its cost
-        interval = "1" if config == "lzy1" else "3600"
+        interval = "1" if config.startswith("lzy") else "3600"
         tracer, notes = attach(tmtrace, p.pid, ["-i", interval, "-n", nframe] + mode, env=tenv)
     line = go(p)
     finish(p)
