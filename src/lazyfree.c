@@ -269,7 +269,6 @@ static int sweep_pool(struct lazyfree *lf, struct loader *l, pid_t pid, struct t
 		r = loader_forget_freed(l, tp->address + b->offset, b->seq);
 		if (r < 0)
 			return r;
-		out->freed += (uint64_t)r;
 	}
 	tp->n = tp->merged = kept;
 	return 0;

@@ -5,6 +5,7 @@
  * map, the allocation count) and the pools are laid out in the test's own
  * memory, read back with process_vm_readv() as a target's are.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +30,11 @@ struct loader {
 	int whole_reads;
 	int forgets;           /* calls */
 	uint32_t forgot_seq;   /* the last call's number */
+	struct {
+		uint64_t ptr;
+		uint32_t seq;
+	} queued[MAX_LIVE];    /* loader_forget_freed()'s, until flushed */
+	int nqueued;
 	int flushes;           /* loader_forget_queued() calls: one per sweep */
 };
 
@@ -71,24 +77,35 @@ static void live_remove(int i)
 	L.live[i] = L.live[--L.nlive];
 }
 
-/* As loader.c's: the value goes only if it is the allocation seen free. */
+/* As loader.c's: queued, for loader_forget_queued(). */
 int loader_forget_freed(struct loader *l, uint64_t ptr, uint32_t seq)
 {
-	int i = live_index(ptr);
-
 	l->forgets++;
 	l->forgot_seq = seq;
-	if (i < 0 || l->live[i].b.seq != seq)
-		return 0;
-	live_remove(i);
-	return 1;
+	if (l->nqueued == MAX_LIVE)
+		return -ENOMEM;
+	l->queued[l->nqueued].ptr = ptr;
+	l->queued[l->nqueued++].seq = seq;
+	return 0;
 }
 
-/* Here the blocks go at once (loader.c queues them): nothing left. */
+/* As loader.c's: a queued block goes only if it is still the allocation
+ * seen free; how many went. */
 int64_t loader_forget_queued(struct loader *l)
 {
+	int64_t gone = 0;
+
 	l->flushes++;
-	return 0;
+	for (int q = 0; q < l->nqueued; q++) {
+		int i = live_index(l->queued[q].ptr);
+
+		if (i >= 0 && l->live[i].b.seq == l->queued[q].seq) {
+			live_remove(i);
+			gone++;
+		}
+	}
+	l->nqueued = 0;
+	return gone;
 }
 
 /* What BPF's record_block() does in this mode: number the allocation,
